@@ -1,0 +1,108 @@
+"""Backbone + tokenizer + peft prompt-learning wrapper."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from ptexp.embedded import resolve_model_path
+from ptexp.errors import ConfigError
+from ptexp.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or Path(value).expanduser().exists()
+
+
+def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
+    """Resolve ``model.name_or_path`` and read its config.json only (no weights).
+
+    Order: the embedded package, a local folder, the local HF cache, then the hub —
+    and a missing local folder is an error at once rather than a hub lookup.
+    """
+    from transformers import AutoConfig
+
+    path = resolve_model_path(model_cfg.name_or_path)
+    kwargs = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
+    if _looks_local(path):
+        if not Path(path).expanduser().is_dir():
+            raise ConfigError(
+                f"model.name_or_path='{model_cfg.name_or_path}' looks like a local folder but does not exist "
+                f"({Path(path).expanduser().resolve()}). Give an existing folder with config.json and weights, "
+                "a hub id such as bert-base-uncased, or embedded:all-MiniLM-L6-v2."
+            )
+        path = str(Path(path).expanduser())
+    try:
+        return path, AutoConfig.from_pretrained(path, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ConfigError(
+            f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder nor in the local HF cache, "
+            "and HF_HUB_OFFLINE is set. Download it once with network, point to a local copy, or use model=minilm."
+        )
+    try:
+        return path, AutoConfig.from_pretrained(path, **kwargs)
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder, not in the local HF cache, "
+            f"and could not be fetched from the hub ({first_line}). Check the id or the network, point to a "
+            "local copy, or use model=minilm (embedded, offline)."
+        ) from None
+
+
+def peft_config(pe_cfg: DictConfig, task: Task, model_cfg: DictConfig) -> Any:
+    """The peft config for this run: the group's `_target_` with the task filled in."""
+    extra = list(model_cfg.extra_trainable_modules) or None
+    return instantiate(pe_cfg, task_type=task.peft_task_type, modules_to_save=extra, _convert_="all")
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def build_model(
+    model_cfg: DictConfig,
+    pe_cfg: DictConfig,
+    task: Task,
+    label_names: list[str],
+    backbone: Any = None,
+) -> tuple[Any, Any]:
+    """(tokenizer, peft model). `backbone` (a transformers config) builds random weights
+    instead of loading pretrained ones: the tests' tiny models."""
+    from peft import get_peft_model
+    from transformers import AutoTokenizer
+
+    path = str(Path(resolve_model_path(model_cfg.name_or_path)).expanduser())
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_cfg.revision)
+    auto = task.auto_model_class()
+    kwargs = task.model_kwargs(label_names)
+    if backbone is not None:
+        for key, value in kwargs.items():
+            setattr(backbone, key, value)
+        base = auto.from_config(backbone)
+    else:
+        base = auto.from_pretrained(
+            path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code, **kwargs
+        )
+    if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        base.config.pad_token_id = tokenizer.pad_token_id
+    model = get_peft_model(base, peft_config(pe_cfg, task, model_cfg))
+    trainable, total = count_parameters(model)
+    log.info("parameters: %s trainable of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return tokenizer, model
+
+
+def effective_peft_dict(model: Any) -> dict[str, Any]:
+    cfg = model.peft_config["default"].to_dict()
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}

@@ -1,0 +1,39 @@
+"""What the run loop needs from a task type."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from datasets import DatasetDict
+
+
+class Task(ABC):
+    #: peft TaskType name given to the prompt-learning config.
+    peft_task_type: str
+    #: the metric the best checkpoint is chosen by when the trainer config names none.
+    default_metric: str
+
+    @abstractmethod
+    def auto_model_class(self) -> Any:
+        """The transformers Auto* class that loads the backbone with its task head."""
+
+    @abstractmethod
+    def model_kwargs(self, label_names: list[str]) -> dict[str, Any]:
+        """Extra from_pretrained/from_config kwargs (e.g. num_labels, id2label)."""
+
+    @abstractmethod
+    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+        """Model inputs for every split, unpadded (the collator pads per batch)."""
+
+    @abstractmethod
+    def collator(self, tokenizer: Any) -> Any:
+        """The batch collator given to the Trainer."""
+
+    @abstractmethod
+    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+        """Metrics from a transformers EvalPrediction."""
+
+    @abstractmethod
+    def decode(self, logits: Any, label_names: list[str]) -> list[dict[str, Any]]:
+        """Human-readable predictions (label and scores) from raw logits."""

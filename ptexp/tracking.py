@@ -1,0 +1,56 @@
+"""Weights & Biases: one W&B run per ptexp run, always finished, files in the run folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import DictConfig
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """Derived from the run folder (and SLURM job), so a resumed or requeued job continues its
+    own W&B run instead of starting a duplicate."""
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def wandb_run(
+    logger_cfg: DictConfig, run_dir: Path, name: str, config: dict[str, Any], group: str | None = None,
+    tags: list[str] | None = None,
+) -> Iterator[Any]:
+    """Start the run (or nothing for logger=none) and finish it however the body ends."""
+    if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
+        yield None
+        return
+    import wandb
+
+    # The Trainer's callback reads these; WANDB_DIR keeps wandb's files in the run folder.
+    os.environ["WANDB_MODE"] = logger_cfg.mode
+    os.environ["WANDB_DIR"] = str(run_dir)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        group=logger_cfg.group or group,
+        name=logger_cfg.name or name,
+        tags=list(logger_cfg.tags) + list(tags or []),
+        job_type=logger_cfg.job_type,
+        notes=logger_cfg.notes,
+        config=config,
+        dir=str(run_dir),
+        mode=logger_cfg.mode,
+        id=stable_run_id(run_dir),
+        resume="allow",
+        # Without this a second job in the same process silently reuses the first job's run (GUIDE §5).
+        reinit="finish_previous",
+    )
+    exit_code = 1
+    try:
+        yield run
+        exit_code = 0
+    finally:
+        wandb.finish(exit_code=exit_code)

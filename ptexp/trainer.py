@@ -1,0 +1,58 @@
+"""A Trainer whose checkpoints can resume P-tuning.
+
+peft's adapter stores only the prompt encoder's *output* (``prompt_embeddings``) and the
+head, not the MLP/LSTM weights, and ``PeftModel`` cannot continue training from it
+(peft#1247, GUIDE §3); the Trainer's ``load_best_model_at_end`` fails on it too
+(peft#2256). So each checkpoint also holds every trainable tensor by name, and resuming
+or restoring the best epoch loads those. Optimizer, scheduler, RNG state and step are the
+Trainer's own checkpoint files, untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+
+TRAINABLE_STATE = "trainable_state.safetensors"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, checkpoint_dir: str) -> None:
+    state = load_file(os.path.join(checkpoint_dir, TRAINABLE_STATE))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    if missing or set(state) - set(params):
+        raise RuntimeError(
+            f"{checkpoint_dir} does not match this model (missing {missing[:3]}, unexpected "
+            f"{sorted(set(state) - set(params))[:3]}): was it written by another config?"
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+class PTuningTrainer(Trainer):
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            output_dir = output_dir or self.args.output_dir
+            model = self.accelerator.unwrap_model(self.model)
+            save_file(trainable_state(model), os.path.join(output_dir, TRAINABLE_STATE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        load_trainable_state(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+
+    def restore_best(self) -> str | None:
+        """Load the best epoch's trainable weights (the Trainer's own best-metric bookkeeping)."""
+        best = self.state.best_model_checkpoint
+        if best and os.path.isfile(os.path.join(best, TRAINABLE_STATE)):
+            load_trainable_state(self.accelerator.unwrap_model(self.model), best)
+            return best
+        return None

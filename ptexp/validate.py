@@ -1,0 +1,128 @@
+"""Semantic checks that types alone cannot express, run before any model is loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ptexp.errors import ConfigError, closest
+
+log = logging.getLogger(__name__)
+
+REPARAMETERIZATIONS = ("MLP", "LSTM")
+LOGGER_BACKENDS = ("wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+# TrainingArguments that ptexp derives from the run itself; the hint says where they come from.
+RESERVED_TRAINER_KEYS = {
+    "output_dir": "it is <run dir>/checkpoints; move runs with paths.root=...",
+    "report_to": "choose logger=wandb or logger=none",
+    "run_name": "set run_name=... or logger.name=...",
+    "seed": "set the root key seed=...",
+    "data_seed": "set the root key seed=...",
+}
+
+
+def check_prompt_encoder(pe: DictConfig) -> list[str]:
+    """Errors for invalid values; returns warnings for values peft silently ignores."""
+    if pe.num_virtual_tokens <= 0:
+        raise ConfigError(
+            f"prompt_encoder.num_virtual_tokens={pe.num_virtual_tokens} must be a positive integer "
+            "(P-tuning papers use 1 to 128)."
+        )
+    if pe.encoder_hidden_size <= 0:
+        raise ConfigError(f"prompt_encoder.encoder_hidden_size={pe.encoder_hidden_size} must be a positive integer.")
+    if pe.encoder_num_layers <= 0:
+        raise ConfigError(f"prompt_encoder.encoder_num_layers={pe.encoder_num_layers} must be a positive integer.")
+    kind = str(pe.encoder_reparameterization_type)
+    if kind not in REPARAMETERIZATIONS:
+        raise ConfigError(
+            f"prompt_encoder.encoder_reparameterization_type='{kind}' is not valid; choose MLP or LSTM "
+            "(prompt_encoder=mlp or prompt_encoder=lstm)."
+        )
+    if not 0.0 <= pe.encoder_dropout < 1.0:
+        raise ConfigError(f"prompt_encoder.encoder_dropout={pe.encoder_dropout} must be in [0, 1).")
+    warnings = []
+    if kind == "MLP":
+        if pe.encoder_num_layers != 2:
+            warnings.append(
+                f"prompt_encoder.encoder_num_layers={pe.encoder_num_layers} has no effect with the MLP encoder: "
+                "peft's MLP always has 3 linear layers. Use prompt_encoder=lstm to vary depth."
+            )
+        if pe.encoder_dropout != 0:
+            warnings.append(
+                f"prompt_encoder.encoder_dropout={pe.encoder_dropout} has no effect with the MLP encoder: "
+                "peft never applies it. With prompt_encoder=lstm it acts between LSTM layers."
+            )
+    return warnings
+
+
+def check_logger(logger_cfg: DictConfig) -> None:
+    if logger_cfg.backend not in LOGGER_BACKENDS:
+        raise ConfigError(f"logger.backend='{logger_cfg.backend}' is not valid; choose one of {list(LOGGER_BACKENDS)}.")
+    if logger_cfg.backend == "wandb" and logger_cfg.mode not in WANDB_MODES:
+        raise ConfigError(f"logger.mode='{logger_cfg.mode}' is not valid; choose one of {list(WANDB_MODES)}.")
+
+
+def _training_fields() -> dict[str, dataclasses.Field]:
+    from transformers import TrainingArguments
+
+    return {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The trainer group as TrainingArguments kwargs; unknown keys and wrong types are errors."""
+    args = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    fields = _training_fields()
+    for key, value in args.items():
+        if key in RESERVED_TRAINER_KEYS:
+            raise ConfigError(f"trainer.{key} is set by ptexp: {RESERVED_TRAINER_KEYS[key]}.")
+        if key not in fields:
+            raise ConfigError(
+                f"trainer.{key} is not a transformers.TrainingArguments field; closest valid fields: "
+                f"{closest(key, fields)}. See TrainingArguments' documentation for the full list."
+            )
+        default = fields[key].default
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"trainer.{key}={value!r} must be true or false.")
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"trainer.{key}={value!r} must be a number (default {default}).")
+    return args
+
+
+def check_positions(max_length: int, num_virtual_tokens: int, backbone_config: Any, model_name: str) -> None:
+    limit = getattr(backbone_config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    # RoBERTa-style models reserve padding_idx + 1 positions.
+    offset = (backbone_config.pad_token_id + 1) if getattr(backbone_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+    usable = limit - offset
+    if max_length + num_virtual_tokens > usable:
+        raise ConfigError(
+            f"dataset.max_length={max_length} + prompt_encoder.num_virtual_tokens={num_virtual_tokens} = "
+            f"{max_length + num_virtual_tokens} exceeds the {usable} positions of {model_name}: virtual "
+            f"tokens take positions too. Lower dataset.max_length to at most {usable - num_virtual_tokens}."
+        )
+
+
+def check_run(cfg: DictConfig) -> list[str]:
+    """All checks that need no data or weights. Returns warnings to log."""
+    from ptexp.data import check_sources
+    from ptexp.tasks import get_task
+
+    warnings = check_prompt_encoder(cfg.prompt_encoder)
+    check_logger(cfg.logger)
+    check_sources(cfg.dataset)
+    get_task(cfg.dataset.task)
+    args = check_trainer(cfg.trainer)
+    if cfg.num_threads is not None and cfg.num_threads <= 0:
+        raise ConfigError(f"num_threads={cfg.num_threads} must be positive (or null for the job's CPU allotment).")
+    metric = args.get("metric_for_best_model")
+    if metric is not None and metric.removeprefix("eval_") not in ("accuracy", "macro_f1", "loss"):
+        raise ConfigError(
+            f"trainer.metric_for_best_model='{metric}' is not a metric ptexp computes; choose accuracy, macro_f1 or loss."
+        )
+    return warnings

@@ -23,6 +23,13 @@ RESERVED_TRAINER_KEYS = {
     "seed": "set the root key seed=...",
     "data_seed": "set the root key seed=...",
 }
+# Fields older transformers had (and most tutorials still use), with their transformers-5 spelling.
+RENAMED_TRAINER_KEYS = {
+    "evaluation_strategy": "eval_strategy",
+    "warmup_ratio": "warmup_steps (a float below 1 is read as a ratio)",
+    "group_by_length": "train_sampling_strategy=group_by_length",
+    "no_cuda": "use_cpu",
+}
 
 
 def check_prompt_encoder(pe: DictConfig) -> list[str]:
@@ -79,12 +86,20 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     for key, value in args.items():
         if key in RESERVED_TRAINER_KEYS:
             raise ConfigError(f"trainer.{key} is set by ptexp: {RESERVED_TRAINER_KEYS[key]}.")
+        if key in RENAMED_TRAINER_KEYS and key not in fields:
+            raise ConfigError(
+                f"trainer.{key} is not a TrainingArguments field in this transformers version; "
+                f"use trainer.{RENAMED_TRAINER_KEYS[key]}."
+            )
         if key not in fields:
             raise ConfigError(
                 f"trainer.{key} is not a transformers.TrainingArguments field; closest valid fields: "
                 f"{closest(key, fields)}. See TrainingArguments' documentation for the full list."
             )
         default = fields[key].default
+        choices = fields[key].metadata.get("choices")
+        if choices and value is not None and str(value) not in [str(c) for c in choices]:
+            raise ConfigError(f"trainer.{key}={value!r} is not valid; choose one of {list(choices)}.")
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"trainer.{key}={value!r} must be true or false.")

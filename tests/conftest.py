@@ -1,0 +1,118 @@
+"""Shared fixtures: composed configs pointed at tmp folders, a tiny random BERT on disk,
+and small real data files cut from the embedded tweets corpus."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig, open_dict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import ptexp.train  # noqa: E402,F401  (registers resolvers and schemas)
+
+TWEET_LABELS = ("negative", "neutral", "positive")
+
+
+def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
+    with initialize_config_module(config_module="ptexp.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides or []))
+
+
+@pytest.fixture(scope="session")
+def tweets_rows() -> list[dict[str, str]]:
+    """900 real tweets (300 per label) from the embedded corpus."""
+    from ptexp.embedded import embedded_dataset_file
+
+    path = embedded_dataset_file("tweets")
+    per_label: dict[str, list[str]] = {label: [] for label in TWEET_LABELS}
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        for row in csv.DictReader(f):
+            bucket = per_label.get(row["sentiment"])
+            if bucket is not None and len(bucket) < 300 and row["text"].strip():
+                bucket.append(row["text"])
+            if all(len(b) == 300 for b in per_label.values()):
+                break
+    rows = [{"tweet": t, "mood": label} for label, texts in per_label.items() for t in texts]
+    rows.sort(key=lambda r: hash(r["tweet"]) % 1000)
+    return rows
+
+
+def write_table(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tweet_files(tmp_path_factory, tweets_rows) -> dict[str, Path]:
+    """A TSV train/dev/test split with column names ptexp has never seen (tweet, mood)."""
+    folder = tmp_path_factory.mktemp("tweets")
+    return {
+        "train": write_table(folder / "train.tsv", tweets_rows[:600], "\t"),
+        "validation": write_table(folder / "dev.tsv", tweets_rows[600:750], "\t"),
+        "test": write_table(folder / "test.tsv", tweets_rows[750:], "\t"),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved like a
+    hub checkpoint so the real from_pretrained path loads it."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ptexp.embedded import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=96,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_overrides(tiny_bert: Path, tweet_files: dict[str, Path], out: Path) -> list[str]:
+    return [
+        f"model.name_or_path={tiny_bert}",
+        "model.extra_trainable_modules=[]",
+        "dataset=csv",
+        f"dataset.train_file={tweet_files['train']}",
+        f"dataset.validation_file={tweet_files['validation']}",
+        f"dataset.test_file={tweet_files['test']}",
+        "dataset.text_column=tweet",
+        "dataset.label_column=mood",
+        "dataset.max_length=32",
+        "dataset.max_train_samples=96",
+        "prompt_encoder.num_virtual_tokens=4",
+        "prompt_encoder.encoder_hidden_size=16",
+        "trainer=smoke",
+        "trainer.per_device_train_batch_size=16",
+        f"paths.root={out}",
+    ]
+
+
+@pytest.fixture
+def tiny_cfg(tiny_bert, tweet_files, tmp_path) -> DictConfig:
+    return compose_cfg(tiny_overrides(tiny_bert, tweet_files, tmp_path / "outputs"))
+
+
+def set_key(cfg: DictConfig, dotted: str, value) -> DictConfig:
+    from omegaconf import OmegaConf
+
+    with open_dict(cfg):
+        OmegaConf.update(cfg, dotted, value, merge=False)
+    return cfg

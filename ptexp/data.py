@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 
 from ptexp.embedded import embedded_dataset_file
 from ptexp.errors import ConfigError
@@ -52,6 +53,11 @@ def _check_file(key: str, value: str | None) -> Path | None:
     return path
 
 
+def _has_rows(path: Path, builder: str) -> bool:
+    lines = path.read_bytes()[:65536].strip().splitlines()
+    return len(lines) >= (2 if builder == "csv" else 1)  # a CSV's first line is its header
+
+
 def check_sources(cfg: Any) -> None:
     """Checks that need no data loading: run before anything heavy."""
     if cfg.source not in SOURCES:
@@ -81,10 +87,25 @@ def _load_raw(cfg: Any) -> DatasetDict:
         # ~4,900 lines of the tweets corpus hold bytes that are not UTF-8 (GUIDE §2).
         return load_dataset("csv", data_files={"train": str(path)}, encoding_errors="replace", **kwargs)
     if cfg.source in ("csv", "json"):
-        files = {s: _check_file(f"{s}_file", cfg.get(f"{s}_file")) for s in SPLITS}
-        files = {s: p for s, p in files.items() if p is not None}
-        builder, extra = _file_builder(files["train"], cfg.source)
-        return load_dataset(builder, data_files={s: str(p) for s, p in files.items()}, **{**extra, **kwargs})
+        out = {}
+        for split in SPLITS:
+            path = _check_file(f"{split}_file", cfg.get(f"{split}_file"))
+            if path is None:
+                continue
+            # Each file by its own suffix: a .csv train set may come with .tsv dev/test files.
+            builder, extra = _file_builder(path, cfg.source)
+            if not _has_rows(path, builder):
+                raise ConfigError(f"dataset.{split}_file='{path}' holds no examples (the {split} split is empty).")
+            try:
+                out[split] = load_dataset(builder, data_files={split: str(path)}, **{**extra, **kwargs})[split]
+            except DatasetGenerationError as err:
+                cause = err.__cause__ or err
+                raise ConfigError(
+                    f"dataset.{split}_file='{path}' could not be read as {builder.upper()} "
+                    f"({type(cause).__name__}: {str(cause).strip().splitlines()[-1]}). Check the delimiter "
+                    "(.tsv files are read tab-separated; pass dataset.load_kwargs.delimiter otherwise)."
+                ) from None
+        return DatasetDict(out)
     raw = load_dataset(cfg.name, cfg.subset, **kwargs)
     wanted = {"train": cfg.train_split, "validation": cfg.validation_split, "test": cfg.test_split}
     out = {}

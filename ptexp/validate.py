@@ -105,7 +105,25 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"trainer.{key}={value!r} must be true or false.")
         if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"trainer.{key}={value!r} must be a number (default {default}).")
+    _construct(args)
     return args
+
+
+def _construct(args: dict[str, Any]) -> None:
+    """Let TrainingArguments' own __post_init__ judge enum values and combinations."""
+    import tempfile
+
+    from transformers import TrainingArguments
+
+    kwargs = {k: v for k, v in args.items() if k != "load_best_model_at_end"}
+    try:
+        TrainingArguments(output_dir=tempfile.gettempdir(), report_to="none", **kwargs)
+    except (ValueError, TypeError) as err:
+        message = str(err).strip().splitlines()[0]
+        # Name the offending key when the message quotes its value.
+        keys = [f"trainer.{k}={v}" for k, v in kwargs.items() if isinstance(v, str) and v in message]
+        where = ", ".join(keys) if keys else "the trainer.* keys"
+        raise ConfigError(f"{where}: {message}") from None
 
 
 def check_positions(max_length: int, num_virtual_tokens: int, backbone_config: Any, model_name: str) -> None:

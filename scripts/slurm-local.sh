@@ -71,7 +71,9 @@ is_ours() {
   [[ -r "/proc/$pid/comm" ]] || return 1
   comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
   [[ "$comm" == "$name"* ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "$MARKER"
+  # A zombie (exited, not yet reaped) counts as stopped.
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+  { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qxF "$MARKER"
 }
 
 # Prints the pid of daemon $1 if it is running (per its pid file), else fails.
@@ -192,6 +194,8 @@ MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
+# Re-scan pending jobs often (defaults 60 s / 30 s): requeued jobs restart fast.
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
@@ -290,7 +294,7 @@ start_mariadbd() {
     --datadir="$data" --socket="$MYSQL_SOCKET" --pid-file="$(pid_file mariadbd)" \
     --log-error="$(log_file mariadbd)" --port="$DB_PORT" --bind-address=127.0.0.1 \
     --skip-name-resolve --innodb-lock-wait-timeout=900 \
-    --innodb-buffer-pool-size=128M --skip-log-bin \
+    --innodb-buffer-pool-size=512M --skip-log-bin \
     </dev/null >>"$(log_file mariadbd)" 2>&1 &
   wait_for 60 mariadbd mysql_cli -e 'SELECT 1' || fail_with_log mariadbd "mariadbd does not answer"
   wait_for 10 "mariadbd pid file" is_up mariadbd || fail_with_log mariadbd "mariadbd pid file missing"

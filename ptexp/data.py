@@ -137,10 +137,19 @@ def _normalise_columns(raw: DatasetDict, cfg: Any) -> DatasetDict:
         ds = ds.select_columns(list(wanted))
         ds = ds.rename_columns({k: v for k, v in wanted.items() if k != v})
         text_cols = [c for c in ("text", "text_pair") if c in ds.column_names]
-        out[split] = ds.filter(
+        ds = ds.filter(
             lambda ex: ex["label"] is not None and all(isinstance(ex[c], str) and ex[c].strip() for c in text_cols)
         )
+        out[split] = _deduplicate(ds, text_cols) if cfg.deduplicate else ds
     return out
+
+
+def _deduplicate(ds: Dataset, text_cols: list[str]) -> Dataset:
+    # select() on first-occurrence indices keeps the dataset on disk and fingerprinted,
+    # so later map() calls stay cached.
+    frame = ds.select_columns(text_cols).to_pandas()
+    keep = (~frame.duplicated(subset=text_cols, keep="first")).to_numpy().nonzero()[0]
+    return ds if len(keep) == len(ds) else ds.select(keep)
 
 
 def _label_names(train: Dataset, cfg: Any) -> list[str]:

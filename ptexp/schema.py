@@ -53,6 +53,9 @@ class DatasetConfig:
     label_column: str = "label"
     # Fixes the label order (id2label); default: ClassLabel names, else sorted train labels.
     label_names: Optional[list[str]] = None
+    # Drop repeated texts (keeping the first) before splitting, so no test text is also a
+    # training text: the embedded tweets hold many retweets.
+    deduplicate: bool = True
     max_length: int = 128
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None

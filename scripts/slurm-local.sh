@@ -19,7 +19,7 @@
 #   PTEXP_SLURM_TIMEOUT  seconds to wait for the node   (default 60)
 set -euo pipefail
 
-STATE_DIR="${PTEXP_SLURM_DIR:-/tmp/ptexp-slurm}"
+STATE_DIR="$(realpath -m "${PTEXP_SLURM_DIR:-/tmp/ptexp-slurm}")"
 DB_PORT="${PTEXP_SLURM_DB_PORT:-6820}"
 UP_TIMEOUT="${PTEXP_SLURM_TIMEOUT:-60}"
 CLUSTER=ptexp
@@ -73,6 +73,9 @@ is_ours() {
   [[ "$comm" == "$name"* ]] || return 1
   # A zombie (exited, not yet reaped) counts as stopped.
   [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+  # Only root can read a daemon's environment; 'status' as another user
+  # trusts the pid file and the process name.
+  [[ "$(id -u)" == 0 ]] || return 0
   { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qxF "$MARKER"
 }
 
@@ -80,7 +83,7 @@ is_ours() {
 daemon_pid() {
   local f pid
   f="$(pid_file "$1")"
-  [[ -s "$f" ]] || return 1
+  [[ -s "$f" && -r "$f" ]] || return 1
   pid="$(tr -dc '0-9' <"$f")"
   is_ours "$1" "$pid" || return 1
   echo "$pid"
@@ -156,7 +159,7 @@ make_dirs() {
   chmod 700 "$SPOOL/ctld" "$SPOOL/slurmd"
   chown munge:munge "$MUNGE_DIR"
   chown mysql:mysql "$MYSQL_DIR"
-  chmod 750 "$MYSQL_DIR"
+  chmod 755 "$MYSQL_DIR"
   # munge and mysql must reach their folders; e.g. a state dir under /root fails.
   runuser -u munge -- test -x "$MUNGE_DIR" ||
     die "user munge cannot reach $MUNGE_DIR; pick a PTEXP_SLURM_DIR all users can traverse"
@@ -290,11 +293,13 @@ start_mariadbd() {
   fi
   rm -f "$MYSQL_SOCKET"
   # mariadbd does not daemonize; detach it completely.  It drops to --user.
-  env "$MARKER" setsid /usr/sbin/mariadbd --no-defaults --user=mysql \
+  # UMASK is MariaDB's file-creation mode (default 0660): a world-readable
+  # pid file lets non-root users run 'status'; the datadir itself stays 0700.
+  env "$MARKER" UMASK=0644 setsid /usr/sbin/mariadbd --no-defaults --user=mysql \
     --datadir="$data" --socket="$MYSQL_SOCKET" --pid-file="$(pid_file mariadbd)" \
     --log-error="$(log_file mariadbd)" --port="$DB_PORT" --bind-address=127.0.0.1 \
     --skip-name-resolve --innodb-lock-wait-timeout=900 \
-    --innodb-buffer-pool-size=512M --skip-log-bin \
+    --innodb-buffer-pool-size=512M --innodb-log-file-size=16M --skip-log-bin \
     </dev/null >>"$(log_file mariadbd)" 2>&1 &
   wait_for 60 mariadbd mysql_cli -e 'SELECT 1' || fail_with_log mariadbd "mariadbd does not answer"
   wait_for 10 "mariadbd pid file" is_up mariadbd || fail_with_log mariadbd "mariadbd pid file missing"

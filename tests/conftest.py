@@ -4,6 +4,7 @@ and small real data files cut from the embedded tweets corpus."""
 from __future__ import annotations
 
 import csv
+import random
 import os
 from pathlib import Path
 
@@ -32,15 +33,18 @@ def tweets_rows() -> list[dict[str, str]]:
 
     path = embedded_dataset_file("tweets")
     per_label: dict[str, list[str]] = {label: [] for label in TWEET_LABELS}
+    seen: set[str] = set()
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
         for row in csv.DictReader(f):
             bucket = per_label.get(row["sentiment"])
-            if bucket is not None and len(bucket) < 300 and row["text"].strip():
-                bucket.append(row["text"])
+            text = row["text"].strip()
+            if bucket is not None and len(bucket) < 300 and text and text not in seen:
+                seen.add(text)
+                bucket.append(text)
             if all(len(b) == 300 for b in per_label.values()):
                 break
     rows = [{"tweet": t, "mood": label} for label, texts in per_label.items() for t in texts]
-    rows.sort(key=lambda r: hash(r["tweet"]) % 1000)
+    random.Random(0).shuffle(rows)
     return rows
 
 

@@ -113,9 +113,7 @@ def _load_raw(cfg: Any) -> DatasetDict:
         if name is None:
             continue
         if name not in raw:
-            raise ConfigError(
-                f"dataset.{split}_split='{name}' is not a split of {cfg.name}; it has {list(raw)}."
-            )
+            raise ConfigError(f"dataset.{split}_split='{name}' is not a split of {cfg.name}; it has {list(raw)}.")
         out[split] = raw[name]
     return DatasetDict(out)
 
@@ -137,11 +135,13 @@ def _normalise_columns(raw: DatasetDict, cfg: Any) -> DatasetDict:
         ds = ds.select_columns(list(wanted))
         ds = ds.rename_columns({k: v for k, v in wanted.items() if k != v})
         text_cols = [c for c in ("text", "text_pair") if c in ds.column_names]
-        ds = ds.filter(
-            lambda ex: ex["label"] is not None and all(isinstance(ex[c], str) and ex[c].strip() for c in text_cols)
-        )
+        ds = ds.filter(_is_complete, fn_kwargs={"text_cols": text_cols})
         out[split] = _deduplicate(ds, text_cols) if cfg.deduplicate else ds
     return out
+
+
+def _is_complete(example: dict, text_cols: list[str]) -> bool:
+    return example["label"] is not None and all(isinstance(example[c], str) and example[c].strip() for c in text_cols)
 
 
 def _deduplicate(ds: Dataset, text_cols: list[str]) -> Dataset:
@@ -158,7 +158,10 @@ def _label_names(train: Dataset, cfg: Any) -> list[str]:
         return list(cfg.label_names or feature.names)
     if cfg.label_names:
         return [str(n) for n in cfg.label_names]
-    return sorted({str(v) for v in train.unique("label")}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    return sorted(
+        {str(v) for v in train.unique("label")},
+        key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s),
+    )
 
 
 def _encode_labels(ds: DatasetDict, names: list[str], cfg: Any) -> DatasetDict:

@@ -41,8 +41,6 @@ EMBEDDED_DATASETS = {
 
 def embedded_dataset_file(name: str) -> Path:
     if name not in EMBEDDED_DATASETS:
-        raise ConfigError(
-            f"dataset.name='{name}' is not an embedded dataset; valid: {sorted(EMBEDDED_DATASETS)}."
-        )
+        raise ConfigError(f"dataset.name='{name}' is not an embedded dataset; valid: {sorted(EMBEDDED_DATASETS)}.")
     package, pip_name, relative = EMBEDDED_DATASETS[name]
     return _package_dir(package, pip_name) / relative

@@ -58,7 +58,11 @@ def git_state(cwd: Path | None = None) -> dict[str, Any]:
         dirty = bool(
             subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=where, capture_output=True, text=True, timeout=5, check=True,
+                cwd=where,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
             ).stdout.strip()
         )
         return {"commit": commit, "dirty": dirty}

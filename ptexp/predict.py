@@ -29,7 +29,6 @@ def load_predictor(run_dir: Path) -> tuple[Any, Any, Any, list[str], Any]:
                 f"{run_dir} is not a finished ptexp run: it has no {needed}. Give a run folder such as "
                 "outputs/runs/<date>/<time>_<overrides> (one with metrics.json and adapter/)."
             )
-    import torch
     from peft import PeftModel
 
     from ptexp.embedded import resolve_model_path
@@ -46,13 +45,13 @@ def load_predictor(run_dir: Path) -> tuple[Any, Any, Any, list[str], Any]:
     )
     model = PeftModel.from_pretrained(base, run_dir / ADAPTER_DIR)
     model.eval()
-    torch.set_grad_enabled(False)
     return tokenizer, model, task, labels, cfg
 
 
 def predict(
     run_dir: Path, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64
 ) -> list[dict[str, Any]]:
+    import torch
     from transformers import DataCollatorWithPadding
 
     tokenizer, model, task, labels, cfg = load_predictor(run_dir)
@@ -64,7 +63,8 @@ def predict(
             chunk["text_pair"] = text_pairs[start : start + batch_size]
         enc = task.encode(tokenizer, chunk, cfg.dataset.max_length)
         batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk["text"]))])
-        logits = model(**batch).logits
+        with torch.inference_mode():
+            logits = model(**batch).logits
         out.extend(task.decode(logits.float().numpy(), labels))
     return out
 

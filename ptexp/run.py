@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,14 @@ def _write_predictions(path: Path, texts: list[str], gold: list[int], decoded: l
     import json
 
     lines = [
-        json.dumps({"text": t, "gold": names[g], **d}, ensure_ascii=False)
-        for t, g, d in zip(texts, gold, decoded)
+        json.dumps({"text": t, "gold": names[g], **d}, ensure_ascii=False) for t, g, d in zip(texts, gold, decoded)
     ]
     write_atomic(path, "\n".join(lines) + "\n")
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, group: str | None = None) -> dict[str, Any]:
     """Train, evaluate and save one run into `run_dir`; returns its metrics."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     for warning in check_run(cfg):
@@ -96,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
     from ptexp.data import load_splits
     from ptexp.tasks import get_task
     from ptexp.tracking import wandb_run
-    from ptexp.trainer import TRAINABLE_STATE, PTuningTrainer, trainable_state
+    from ptexp.trainer import TRAINABLE_STATE, PTuningTrainer, StopOnNonFiniteLoss, trainable_state
 
     task = get_task(cfg.dataset.task)
     data = load_splits(cfg.dataset)
@@ -131,6 +130,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
             processing_class=tokenizer,
             data_collator=task.collator(tokenizer),
             compute_metrics=task.compute_metrics,
+            callbacks=[StopOnNonFiniteLoss()],
         )
         from transformers.trainer_utils import get_last_checkpoint
 
@@ -153,8 +153,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
         if cfg.save_predictions:
             decoded = task.decode(prediction.predictions, data.label_names)
             _write_predictions(
-                run_dir / PREDICTIONS_FILE, data.splits["test"]["text"], list(prediction.label_ids),
-                decoded, data.label_names,
+                run_dir / PREDICTIONS_FILE,
+                data.splits["test"]["text"],
+                list(prediction.label_ids),
+                decoded,
+                data.label_names,
             )
         metrics = {
             "validation": validation,
@@ -184,7 +187,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
                 "labels": data.label_names,
                 "model_path": cfg.model.name_or_path,
                 "started": started.isoformat(),
-                "ended": datetime.now(timezone.utc).isoformat(),
+                "ended": datetime.now(UTC).isoformat(),
                 "wandb": {"id": wb.id, "dir": str(Path(wb.dir).parent), "mode": cfg.logger.mode} if wb else None,
             },
         )

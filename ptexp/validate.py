@@ -81,7 +81,9 @@ def _training_fields() -> dict[str, dataclasses.Field]:
 
 def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The trainer group as TrainingArguments kwargs; unknown keys and wrong types are errors."""
-    args = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    args = (
+        OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    )
     fields = _training_fields()
     for key, value in args.items():
         if key in RESERVED_TRAINER_KEYS:
@@ -121,7 +123,7 @@ def _construct(args: dict[str, Any]) -> None:
     except (ValueError, TypeError) as err:
         message = str(err).strip().splitlines()[0]
         # Name the offending key when the message quotes its value.
-        keys = [f"trainer.{k}={v}" for k, v in kwargs.items() if isinstance(v, str) and v in message]
+        keys = [f"trainer.{k}={v}" for k, v in kwargs.items() if k in message or (isinstance(v, str) and v in message)]
         where = ", ".join(keys) if keys else "the trainer.* keys"
         raise ConfigError(f"{where}: {message}") from None
 
@@ -131,7 +133,11 @@ def check_positions(max_length: int, num_virtual_tokens: int, backbone_config: A
     if limit is None:
         return
     # RoBERTa-style models reserve padding_idx + 1 positions.
-    offset = (backbone_config.pad_token_id + 1) if getattr(backbone_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+    offset = (
+        (backbone_config.pad_token_id + 1)
+        if getattr(backbone_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
+        else 0
+    )
     usable = limit - offset
     if max_length + num_virtual_tokens > usable:
         raise ConfigError(
@@ -156,6 +162,7 @@ def check_run(cfg: DictConfig) -> list[str]:
     metric = args.get("metric_for_best_model")
     if metric is not None and metric.removeprefix("eval_") not in ("accuracy", "macro_f1", "loss"):
         raise ConfigError(
-            f"trainer.metric_for_best_model='{metric}' is not a metric ptexp computes; choose accuracy, macro_f1 or loss."
+            f"trainer.metric_for_best_model='{metric}' is not a metric ptexp computes; "
+            "choose accuracy, macro_f1 or loss."
         )
     return warnings

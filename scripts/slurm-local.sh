@@ -287,7 +287,7 @@ start_mariadbd() {
     log "initialising MariaDB datadir $data"
     rm -rf "$data"
     mariadb-install-db --no-defaults --user=mysql --datadir="$data" \
-      --auth-root-authentication-method=socket --skip-test-db \
+      --auth-root-authentication-method=socket --skip-test-db --skip-name-resolve \
       >>"$(log_file mariadbd)" 2>&1 ||
       fail_with_log mariadbd "mariadb-install-db failed"
   fi
@@ -299,7 +299,7 @@ start_mariadbd() {
     --datadir="$data" --socket="$MYSQL_SOCKET" --pid-file="$(pid_file mariadbd)" \
     --log-error="$(log_file mariadbd)" --port="$DB_PORT" --bind-address=127.0.0.1 \
     --skip-name-resolve --innodb-lock-wait-timeout=900 \
-    --innodb-buffer-pool-size=512M --innodb-log-file-size=16M --skip-log-bin \
+    --innodb-buffer-pool-size=512M --innodb-log-file-size=32M --skip-log-bin \
     </dev/null >>"$(log_file mariadbd)" 2>&1 &
   wait_for 60 mariadbd mysql_cli -e 'SELECT 1' || fail_with_log mariadbd "mariadbd does not answer"
   wait_for 10 "mariadbd pid file" is_up mariadbd || fail_with_log mariadbd "mariadbd pid file missing"
@@ -344,7 +344,8 @@ ensure_cluster() {
 node_idle() {
   local state
   state="$(slurm_env sinfo -h -N -n "$(hostname -s)" -o '%T' | head -n 1)"
-  [[ "$state" == idle* || "$state" == mixed* || "$state" == allocated* ]]
+  # A suffix such as '*' (not responding) or '~' (powered off) is not ready.
+  [[ "$state" == idle || "$state" == mixed || "$state" == allocated ]]
 }
 
 start_one() { # start_one NAME: start unless already running

@@ -5,9 +5,11 @@ from __future__ import annotations
 from importlib import resources
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from ptexp.errors import ConfigError
 from ptexp.validate import check_trainer
 from tests.conftest import compose_cfg
 
@@ -24,8 +26,12 @@ def test_every_option_composes(group: str, option: str) -> None:
     cfg = compose_cfg([f"{group}={option}"])
     assert cfg[group] is not None
     if group == "trainer":
-        # every preset is valid TrainingArguments kwargs
-        assert check_trainer(cfg.trainer)
+        # every preset is valid TrainingArguments kwargs (bf16 needs a GPU, and says so)
+        if option == "gpu" and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match="trainer.bf16=True"):
+                check_trainer(cfg.trainer)
+        else:
+            assert check_trainer(cfg.trainer)
     else:
         OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=False)
 

@@ -11,7 +11,9 @@ from tests.conftest import compose_cfg, write_table
 
 
 def test_embedded_tweets_split_is_deterministic_and_stratified() -> None:
-    cfg = compose_cfg(["dataset.max_train_samples=null", "dataset.max_eval_samples=null", "dataset.max_test_samples=null"])
+    cfg = compose_cfg(
+        ["dataset.max_train_samples=null", "dataset.max_eval_samples=null", "dataset.max_test_samples=null"]
+    )
     a = load_splits(cfg.dataset)
     b = load_splits(cfg.dataset)
     assert a.label_names == ["negative", "neutral", "positive"]
@@ -45,8 +47,14 @@ def test_integer_labels_and_carved_splits(tmp_path, tweets_rows) -> None:
     rows = [{"sentence": r["tweet"], "y": ids[r["mood"]]} for r in tweets_rows]
     path = write_table(tmp_path / "all.csv", rows)
     cfg = compose_cfg(
-        ["dataset=csv", f"dataset.train_file={path}", "dataset.text_column=sentence", "dataset.label_column=y",
-         "dataset.validation_size=0.2", "dataset.test_size=0.2"]
+        [
+            "dataset=csv",
+            f"dataset.train_file={path}",
+            "dataset.text_column=sentence",
+            "dataset.label_column=y",
+            "dataset.validation_size=0.2",
+            "dataset.test_size=0.2",
+        ]
     ).dataset
     data = load_splits(cfg)
     assert data.label_names == ["0", "1", "2"]
@@ -56,8 +64,13 @@ def test_integer_labels_and_carved_splits(tmp_path, tweets_rows) -> None:
 def test_label_names_fix_the_order(tmp_path, tweets_rows) -> None:
     path = write_table(tmp_path / "t.csv", tweets_rows)
     cfg = compose_cfg(
-        ["dataset=csv", f"dataset.train_file={path}", "dataset.text_column=tweet", "dataset.label_column=mood",
-         "dataset.label_names=[positive,neutral,negative]"]
+        [
+            "dataset=csv",
+            f"dataset.train_file={path}",
+            "dataset.text_column=tweet",
+            "dataset.label_column=mood",
+            "dataset.label_names=[positive,neutral,negative]",
+        ]
     ).dataset
     data = load_splits(cfg)
     assert data.label_names == ["positive", "neutral", "negative"]
@@ -70,10 +83,17 @@ def test_sentence_pairs_and_jsonl(tmp_path, tweets_rows) -> None:
     import json
 
     path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps({"a": r["tweet"], "b": r["tweet"][::-1], "l": r["mood"]}) for r in tweets_rows))
+    path.write_text(
+        "\n".join(json.dumps({"a": r["tweet"], "b": r["tweet"][::-1], "l": r["mood"]}) for r in tweets_rows)
+    )
     cfg = compose_cfg(
-        ["dataset=json", f"dataset.train_file={path}", "dataset.text_column=a", "dataset.text_pair_column=b",
-         "dataset.label_column=l"]
+        [
+            "dataset=json",
+            f"dataset.train_file={path}",
+            "dataset.text_column=a",
+            "dataset.text_pair_column=b",
+            "dataset.label_column=l",
+        ]
     ).dataset
     data = load_splits(cfg)
     assert set(data.splits["train"].column_names) == {"text", "text_pair", "label"}
@@ -86,8 +106,15 @@ def test_hub_loader_on_a_local_dataset_folder(tmp_path, tweets_rows) -> None:
     folder.mkdir()
     write_table(folder / "train.csv", [{"sentence": r["tweet"], "label": r["mood"]} for r in tweets_rows[:600]])
     write_table(folder / "test.csv", [{"sentence": r["tweet"], "label": r["mood"]} for r in tweets_rows[600:]])
-    cfg = compose_cfg(["dataset=sst2", f"dataset.name={folder}", "dataset.subset=null", "dataset.test_split=test",
-                       "dataset.validation_size=100"]).dataset
+    cfg = compose_cfg(
+        [
+            "dataset=sst2",
+            f"dataset.name={folder}",
+            "dataset.subset=null",
+            "dataset.test_split=test",
+            "dataset.validation_size=100",
+        ]
+    ).dataset
     data = load_splits(cfg)
     assert {s: len(d) for s, d in data.splits.items()} == {"train": 500, "validation": 100, "test": 300}
     with pytest.raises(Exception, match="validation"):

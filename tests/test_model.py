@@ -12,8 +12,12 @@ from tests.conftest import compose_cfg
 @pytest.mark.parametrize("n,h", [(4, 16), (10, 128), (1, 8)])
 def test_mlp_trainable_parameters_match_formula(tiny_bert, n: int, h: int) -> None:
     cfg = compose_cfg(
-        [f"model.name_or_path={tiny_bert}", "model.extra_trainable_modules=[]",
-         f"prompt_encoder.num_virtual_tokens={n}", f"prompt_encoder.encoder_hidden_size={h}"]
+        [
+            f"model.name_or_path={tiny_bert}",
+            "model.extra_trainable_modules=[]",
+            f"prompt_encoder.num_virtual_tokens={n}",
+            f"prompt_encoder.encoder_hidden_size={h}",
+        ]
     )
     labels = ["a", "b", "c"]
     _, model = build_model(cfg.model, cfg.prompt_encoder, get_task("SEQ_CLS"), labels)
@@ -27,9 +31,14 @@ def test_mlp_trainable_parameters_match_formula(tiny_bert, n: int, h: int) -> No
 def test_lstm_trainable_parameters_match_formula(tiny_bert) -> None:
     n, h, layers = 5, 16, 2
     cfg = compose_cfg(
-        [f"model.name_or_path={tiny_bert}", "model.extra_trainable_modules=[]", "prompt_encoder=lstm",
-         f"prompt_encoder.num_virtual_tokens={n}", f"prompt_encoder.encoder_hidden_size={h}",
-         f"prompt_encoder.encoder_num_layers={layers}"]
+        [
+            f"model.name_or_path={tiny_bert}",
+            "model.extra_trainable_modules=[]",
+            "prompt_encoder=lstm",
+            f"prompt_encoder.num_virtual_tokens={n}",
+            f"prompt_encoder.encoder_hidden_size={h}",
+            f"prompt_encoder.encoder_num_layers={layers}",
+        ]
     )
     _, model = build_model(cfg.model, cfg.prompt_encoder, get_task("SEQ_CLS"), ["x", "y"])
     d = 32

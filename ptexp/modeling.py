@@ -61,8 +61,15 @@ def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
 
 def peft_config(pe_cfg: DictConfig, task: Task, model_cfg: DictConfig) -> Any:
     """The peft config for this run: the group's `_target_` with the task filled in."""
+    from peft import PromptEncoderReparameterizationType
+
     extra = list(model_cfg.extra_trainable_modules) or None
-    return instantiate(pe_cfg, task_type=task.peft_task_type, modules_to_save=extra, _convert_="all")
+    config = instantiate(pe_cfg, task_type=task.peft_task_type, modules_to_save=extra, _convert_="all")
+    kind = getattr(config, "encoder_reparameterization_type", None)
+    if isinstance(kind, str):
+        # peft reads `.value` of this field on some paths (its MLP layer-count warning).
+        config.encoder_reparameterization_type = PromptEncoderReparameterizationType(kind)
+    return config
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

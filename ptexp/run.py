@@ -16,12 +16,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ptexp.jobs import METRICS_FILE
 from ptexp.outputs import environment, write_atomic, write_json
 from ptexp.validate import check_positions, check_run, check_trainer
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
@@ -73,7 +73,14 @@ def _write_predictions(path: Path, texts: list[str], gold: list[int], decoded: l
     write_atomic(path, "\n".join(lines) + "\n")
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, group: str | None = None) -> dict[str, Any]:
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
     """Train, evaluate and save one run into `run_dir`; returns its metrics."""
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -110,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
 
     use_wandb = cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled"
     targs = training_arguments(cfg, run_dir, task.default_metric, use_wandb)
-    name = cfg.run_name or ",".join(overrides or []) or "default"
+    name = name or cfg.run_name or ",".join(overrides or []) or "default"
     wandb_config = {
         **OmegaConf.to_container(cfg, resolve=True),
         "peft_effective": effective_peft_dict(model),
@@ -121,7 +128,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    with wandb_run(cfg.logger, run_dir, name, wandb_config, group=group) as wb:
+    with wandb_run(cfg.logger, run_dir, name, wandb_config, group=group, tags=tags) as wb:
         trainer = PTuningTrainer(
             model=model,
             args=targs,
@@ -177,7 +184,6 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
                 {f"final/{k}/{m}": v for k in ("validation", "test") for m, v in metrics[k].items()}
                 | {k: metrics[k] for k in ("trainable_params", "total_params", "best_epoch", "runtime")}
             )
-        write_json(run_dir / METRICS_FILE, metrics)
         write_json(
             run_dir / RUN_FILE,
             {
@@ -191,6 +197,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, grou
                 "wandb": {"id": wb.id, "dir": str(Path(wb.dir).parent), "mode": cfg.logger.mode} if wb else None,
             },
         )
+        # Last, and atomically: its presence is what marks the run finished (sweeps skip it).
+        write_json(run_dir / METRICS_FILE, metrics)
     if not cfg.get("keep_checkpoints", False):
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     log.info("test: %s", {k: round(v, 4) for k, v in test.items() if isinstance(v, float)})

@@ -112,6 +112,11 @@ class RunConfig:
     save_predictions: bool = True
     # Torch intra-op threads; null = the job's CPU allotment (SLURM/joblib aware).
     num_threads: int | None = None
+    # Keep the Trainer checkpoints after a run finishes (they are what an unfinished run resumes from).
+    keep_checkpoints: bool = False
+    # Multirun folder name under <paths.root>/multiruns; null = the launch time. Naming a sweep
+    # makes re-launching it target the same folder: finished jobs are skipped, others resume.
+    sweep_name: str | None = None
 
 
 def register_schemas() -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import ptexp.schema  # noqa: F401  (registers the structured configs)
@@ -32,8 +36,21 @@ def slug(text: str, limit: int = 80) -> str:
     return f"{safe[: limit - 13]}_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
-if not OmegaConf.has_resolver("ptexp_slug"):
-    OmegaConf.register_new_resolver("ptexp_slug", slug)
+def _or_now(name: str | None) -> str:
+    return name or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+for _name, _fn in (("ptexp_slug", slug), ("ptexp_or_now", _or_now)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
+
+
+def _thread_budget(hc: Any) -> None:
+    """Split the machine's cores between the jobs a parallel launcher runs at once."""
+    n_jobs = hc.launcher.get("n_jobs") if "launcher" in hc else None
+    if isinstance(n_jobs, int) and n_jobs > 1 and "PTEXP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0))
+        os.environ["PTEXP_NUM_THREADS"] = str(max(1, cores // n_jobs))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -41,13 +58,26 @@ def main(cfg: DictConfig) -> float | None:
     from ptexp.run import run
 
     hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
+    metric = "validation." + str(cfg.trainer.get("metric_for_best_model", "accuracy")).removeprefix("eval_")
+    if hc.mode == RunMode.MULTIRUN:
+        from ptexp.jobs import read_sweep, run_isolated
+
+        _thread_budget(hc)
+        axes = set(read_sweep(run_dir.parent).get("axes", []))
+        tags = [o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1] for o in overrides
+                if o.split("=", 1)[0] in axes]
+        group = run_dir.parent.name
+        name = cfg.run_name or run_dir.name
+        return run_isolated(run_dir, lambda: run(cfg, run_dir, overrides, group=group, tags=tags, name=name), metric)
     try:
-        metrics = run(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+        metrics = run(cfg, run_dir, overrides=overrides)
     except ConfigError as err:
         log.error("%s", err)
         sys.stderr.write(f"\nptexp: configuration error: {err}\n")
         raise SystemExit(2) from None
-    return metrics["validation"].get(cfg.trainer.get("metric_for_best_model", "accuracy"))
+    return metrics["validation"].get(metric.split(".", 1)[1])
 
 
 if __name__ == "__main__":

@@ -40,7 +40,13 @@ def _or_now(name: str | None) -> str:
     return name or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
-for _name, _fn in (("ptexp_slug", slug), ("ptexp_or_now", _or_now)):
+def _parent_dir(path: str) -> str:
+    """A file path whose folder exists (sqlite cannot create folders for an optuna study)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+for _name, _fn in (("ptexp_slug", slug), ("ptexp_or_now", _or_now), ("ptexp_parent_dir", _parent_dir)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
 

@@ -109,6 +109,7 @@ def tiny_overrides(tiny_bert: Path, tweet_files: dict[str, Path], out: Path) -> 
         "prompt_encoder.encoder_hidden_size=16",
         "trainer=smoke",
         "trainer.per_device_train_batch_size=16",
+        "num_threads=1",
         f"paths.root={out}",
     ]
 

@@ -1,0 +1,192 @@
+"""Sweeps through the real CLI (`python -m ptexp.train -m ...`) on a tiny BERT: folders,
+W&B runs, report, kill + resume, failure isolation, no-op axes, paired axes, optuna."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ptexp.outputs import read_json
+from tests.conftest import compose_cfg, tiny_overrides
+from tests.wandb_records import read_run
+
+GRID = [
+    "prompt_encoder.num_virtual_tokens=1,2,4",
+    "prompt_encoder.encoder_hidden_size=8,16",
+    "seed=1,2",
+]
+
+
+def base_overrides(tiny_bert, tweet_files, root: Path) -> list[str]:
+    return [
+        *tiny_overrides(tiny_bert, tweet_files, root),
+        "dataset.max_train_samples=48", "dataset.max_eval_samples=40", "dataset.max_test_samples=40",
+        "num_threads=1",
+    ]
+
+
+def sweep(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def wandb_runs(sweep_dir: Path) -> list[dict]:
+    return [read_run(f) for f in sorted(sweep_dir.glob("*/wandb/offline-run-*/run-*.wandb"))]
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tiny_bert, tweet_files, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list[str]]:
+    root = tmp_path_factory.mktemp("grid")
+    args = [*base_overrides(tiny_bert, tweet_files, root / "outputs"), "sweep_name=grid", *GRID]
+    proc = sweep(args, root)
+    return root / "outputs" / "multiruns" / "grid", proc, args
+
+
+def test_grid_sweep_gives_12_jobs_runs_and_a_table(grid_sweep) -> None:
+    sweep_dir, proc, _ = grid_sweep
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = [p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()]
+    assert len(jobs) == 12
+    assert (sweep_dir / "num_virtual_tokens=1,encoder_hidden_size=8,seed=1").is_dir()
+    runs = wandb_runs(sweep_dir)
+    assert len(runs) == 12
+    assert {r["run"].run_group for r in runs} == {"grid"}
+    assert len({r["run"].display_name for r in runs}) == 12
+    assert len({r["run"].run_id for r in runs}) == 12
+    assert all(r["exit"] == 0 for r in runs)
+    results = pd.read_csv(sweep_dir / "report" / "results.csv")
+    assert len(results) == 12 and set(results["status"]) == {"completed"}
+    table = (sweep_dir / "report" / "ablation.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("|") and "---" not in line][1:]
+    assert len(rows) == 6 and all(line.rstrip(" |").endswith("2") for line in rows)
+    assert table.count("**") == 2  # best cell marked
+    assert (sweep_dir / "report" / "heatmap.png").stat().st_size > 1000
+    assert (sweep_dir / "report" / "prompt_length.png").is_file()
+    assert "\\begin{tabular}" in (sweep_dir / "report" / "ablation.tex").read_text()
+    assert "[12/12]" in proc.stderr + proc.stdout  # progress lines
+    assert "Ablation" in proc.stdout
+
+
+def test_killed_sweep_resumes_to_the_same_table(grid_sweep, tmp_path) -> None:
+    reference, _, args = grid_sweep
+    args = [a.replace(str(reference.parents[2]), str(tmp_path)) if a.startswith("paths.root=") else a for a in args]
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "grid"
+    proc = sweep(args, tmp_path, wait=False)
+    deadline = time.time() + 600
+    # kill while a job is mid-training: 3 jobs done and the 4th has saved its epoch-1 checkpoint
+    while time.time() < deadline:
+        done = list(sweep_dir.glob("*/metrics.json")) if sweep_dir.is_dir() else []
+        mid = [p for p in sweep_dir.glob("*/checkpoints/checkpoint-*") if not (p.parents[1] / "metrics.json").exists()]
+        if len(done) >= 3 and mid:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
+    assert 3 <= len(finished) < 12
+    again = sweep(args, tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"{len(finished)} of 12 jobs already finished" in again.stderr + again.stdout
+    for name, mtime in finished.items():  # not re-run
+        assert (sweep_dir / name / "metrics.json").stat().st_mtime_ns == mtime
+    runs = wandb_runs(sweep_dir)
+    assert len({r["run"].run_id for r in runs}) == 12  # the killed job continued its own W&B run
+    assert len(runs) == 13  # ... in a second offline segment with the same id
+    ours = (sweep_dir / "report" / "ablation.md").read_text()
+    assert ours == (reference / "report" / "ablation.md").read_text()
+
+
+def test_invalid_value_fails_alone_and_is_retried(tiny_bert, tweet_files, tmp_path) -> None:
+    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "sweep_name=bad",
+            "prompt_encoder.num_virtual_tokens=2,0", "trainer.max_steps=2"]
+    proc = sweep(args, tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "bad"
+    assert (sweep_dir / "num_virtual_tokens=2" / "metrics.json").is_file()
+    status = read_json(sweep_dir / "num_virtual_tokens=0" / "status.json")
+    assert status["status"] == "failed" and "num_virtual_tokens=0" in status["error"]
+    assert "1 of 2 jobs did not complete" in proc.stderr and "num_virtual_tokens=0" in proc.stderr
+    mtime = (sweep_dir / "num_virtual_tokens=2" / "metrics.json").stat().st_mtime_ns
+    again = sweep(args, tmp_path)
+    assert again.returncode == 1
+    assert "1 of 2 jobs already finished" in again.stderr + again.stdout
+    assert (sweep_dir / "num_virtual_tokens=2" / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_mlp_noop_axis_runs_once_and_says_why(tiny_bert, tweet_files, tmp_path) -> None:
+    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "sweep_name=noop",
+            "prompt_encoder.encoder_num_layers=1,2,3", "trainer.max_steps=1"]
+    proc = sweep(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "2 of 3 jobs have the same effective config" in out
+    assert "encoder_num_layers had no effect" in out
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "noop"
+    assert len(list(sweep_dir.glob("*/metrics.json"))) == 1
+    assert len(read_json(sweep_dir / "sweep.json")["merged"]) == 1
+
+
+def test_paired_axes_zip_instead_of_multiplying(tiny_bert, tweet_files, tmp_path) -> None:
+    presets = tmp_path / "presets" / "sweep"
+    presets.mkdir(parents=True)
+    (presets / "pairs.yaml").write_text(
+        "# @package _global_\nsweep_name: pairs\nhydra:\n  sweeper:\n    paired:\n"
+        "      prompt_encoder.num_virtual_tokens: 2,4,8\n      trainer.learning_rate: 0.03,0.01,0.003\n"
+    )
+    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), f"hydra.searchpath=[file://{tmp_path / 'presets'}]",
+            "+sweep=pairs", "trainer.max_steps=1"]
+    proc = sweep(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "pairs"
+    names = sorted(p.name for p in sweep_dir.glob("*") if (p / "metrics.json").is_file())
+    assert names == ["num_virtual_tokens=2,learning_rate=0.03", "num_virtual_tokens=4,learning_rate=0.01",
+                     "num_virtual_tokens=8,learning_rate=0.003"]
+    cfg = read_json(sweep_dir / names[2] / "run.json")
+    assert "trainer.learning_rate=0.003" in cfg["overrides"]
+
+
+def test_same_config_and_seed_give_identical_metrics(tiny_bert, tweet_files, tmp_path) -> None:
+    from ptexp.run import run
+
+    overrides = [*base_overrides(tiny_bert, tweet_files, tmp_path), "logger=none", "seed=7"]
+    a = run(compose_cfg(overrides), tmp_path / "a")
+    b = run(compose_cfg(overrides), tmp_path / "b")
+    for key in ("validation", "test"):
+        assert {k: v for k, v in a[key].items() if "runtime" not in k and "per_second" not in k} == {
+            k: v for k, v in b[key].items() if "runtime" not in k and "per_second" not in k
+        }
+    assert a["train_loss"] == b["train_loss"]
+    pa = (tmp_path / "a" / "predictions_test.jsonl").read_text()
+    assert pa == (tmp_path / "b" / "predictions_test.jsonl").read_text()
+
+
+def test_optuna_study_resumes_from_its_storage(tiny_bert, tweet_files, tmp_path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import optuna
+
+    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "hparams_search=lr_length",
+            "hydra.sweeper.n_trials=4", "trainer.max_steps=2", "logger=none",
+            "hydra.sweeper.params.prompt_encoder.num_virtual_tokens=choice(1,2,4)"]
+    first = sweep(args, tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'outputs' / 'multiruns' / 'hparams_search' / 'optuna.db'}"
+    assert len(optuna.load_study(study_name="ptexp_lr_length", storage=storage).trials) == 4
+    second = sweep(args, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = optuna.load_study(study_name="ptexp_lr_length", storage=storage).trials
+    assert len(trials) == 8
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 6
+    best = json.loads(json.dumps(optuna.load_study(study_name="ptexp_lr_length", storage=storage).best_params))
+    assert set(best) == {"trainer.learning_rate", "prompt_encoder.num_virtual_tokens"}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ptexp.outputs import read_json, write_json
 
@@ -76,4 +77,4 @@ def run_isolated(job_dir: Path, body: Callable[[], dict[str, Any]], metric: str)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()

@@ -138,7 +138,9 @@ def length_plot(frame: Any, axes: list[str], metric: str, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, part in done.groupby(others) if others else [((), done)]:
         stats = part.groupby(TOKENS)[metric].agg(["mean", "std"]).fillna(0.0)
-        label = ", ".join(f"{a.rsplit('.', 1)[-1]}={v}" for a, v in zip(others, key if isinstance(key, tuple) else (key,)))
+        label = ", ".join(
+            f"{a.rsplit('.', 1)[-1]}={v}" for a, v in zip(others, key if isinstance(key, tuple) else (key,))
+        )
         ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=label or None)
     ax.set_xscale("log")
     ax.set_xlabel("prompt length (num_virtual_tokens)")
@@ -202,8 +204,12 @@ def _log_to_wandb(sweep_dir: Path, frame: Any, result: dict[str, Any]) -> None:
 
     group = sweep_dir.name
     report_cfg = OmegaConf.merge(logger_cfg, {"job_type": "report", "name": f"{group}/report"})
-    with wandb_run(report_cfg, out_dir := sweep_dir / REPORT_DIR, f"{group}/report", {"sweep": group}, group=group) as wb:
-        wb.log({"ablation": wandb.Table(dataframe=result["table"]), "results": wandb.Table(dataframe=frame.astype(str))})
+    with wandb_run(
+        report_cfg, out_dir := sweep_dir / REPORT_DIR, f"{group}/report", {"sweep": group}, group=group
+    ) as wb:
+        wb.log(
+            {"ablation": wandb.Table(dataframe=result["table"]), "results": wandb.Table(dataframe=frame.astype(str))}
+        )
         for name in ("heatmap", "prompt_length"):
             if name in result["files"]:
                 wb.log({name: wandb.Image(str(result["files"][name]))})

@@ -102,7 +102,13 @@ def run(
     from ptexp.data import load_splits
     from ptexp.tasks import get_task
     from ptexp.tracking import wandb_run
-    from ptexp.trainer import TRAINABLE_STATE, PTuningTrainer, StopOnNonFiniteLoss, trainable_state
+    from ptexp.trainer import (
+        TRAINABLE_STATE,
+        PTuningTrainer,
+        StopOnNonFiniteLoss,
+        last_complete_checkpoint,
+        trainable_state,
+    )
 
     task = get_task(cfg.dataset.task)
     data = load_splits(cfg.dataset)
@@ -139,9 +145,7 @@ def run(
             compute_metrics=task.compute_metrics,
             callbacks=[StopOnNonFiniteLoss()],
         )
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(targs.output_dir) if Path(targs.output_dir).is_dir() else None
+        last = last_complete_checkpoint(targs.output_dir)
         if last:
             log.info("resuming from %s", last)
         train_out = trainer.train(resume_from_checkpoint=last)

@@ -110,9 +110,11 @@ class PtexpSweeper(BasicSweeper):
             columns = []
             for override in pairs:
                 key = override.get_key_element()
-                values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
-                    override.get_value_element_as_str()
-                ]
+                values = (
+                    list(override.sweep_string_iterator())
+                    if override.is_sweep_override()
+                    else [override.get_value_element_as_str()]
+                )
                 columns.append([f"{key}={v}" for v in values])
                 swept.append(key)
             lengths = {len(c) for c in columns}
@@ -194,7 +196,11 @@ class PtexpSweeper(BasicSweeper):
         dirs = [self._job_dir(job) for job in jobs]
         write_json(
             sweep_dir / SWEEP_FILE,
-            {"axes": swept, "jobs": [{"overrides": j[:-1], "dir": d.name} for j, d in zip(jobs, dirs)], "merged": merged},
+            {
+                "axes": swept,
+                "jobs": [{"overrides": j[:-1], "dir": d.name} for j, d in zip(jobs, dirs)],
+                "merged": merged,
+            },
         )
         todo = [(j, d) for j, d in zip(jobs, dirs) if job_status(d) != "completed"]
         done = len(jobs) - len(todo)
@@ -218,8 +224,13 @@ class PtexpSweeper(BasicSweeper):
                 metric_text = f"{self.metric}={metric:.4f}" if metric is not None else ""
                 log.info(
                     "[%d/%d] %-9s %-40s %s  elapsed %s, ~%s left",
-                    done + finished_here, len(jobs), job_status(job_dir), job_dir.name, metric_text,
-                    _hms(elapsed), _hms(eta),
+                    done + finished_here,
+                    len(jobs),
+                    job_status(job_dir),
+                    job_dir.name,
+                    metric_text,
+                    _hms(elapsed),
+                    _hms(eta),
                 )
         return returns
 

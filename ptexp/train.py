@@ -72,8 +72,11 @@ def main(cfg: DictConfig) -> float | None:
 
         _thread_budget(hc)
         axes = set(read_sweep(run_dir.parent).get("axes", []))
-        tags = [o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1] for o in overrides
-                if o.split("=", 1)[0] in axes]
+        tags = [
+            o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1]
+            for o in overrides
+            if o.split("=", 1)[0] in axes
+        ]
         group = run_dir.parent.name
         name = cfg.run_name or run_dir.name
         return run_isolated(run_dir, lambda: run(cfg, run_dir, overrides, group=group, tags=tags, name=name), metric)

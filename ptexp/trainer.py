@@ -39,6 +39,23 @@ def load_trainable_state(model: torch.nn.Module, checkpoint_dir: str) -> None:
             params[name].copy_(tensor)
 
 
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint that was fully written. A job killed while saving leaves a
+    checkpoint folder without trainer_state.json (the Trainer writes it last); the
+    Trainer's own get_last_checkpoint would pick that one and fail to resume."""
+    if not os.path.isdir(folder):
+        return None
+    complete = [
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if name.startswith("checkpoint-")
+        and name.removeprefix("checkpoint-").isdigit()
+        and os.path.isfile(os.path.join(folder, name, "trainer_state.json"))
+        and os.path.isfile(os.path.join(folder, name, TRAINABLE_STATE))
+    ]
+    return max(complete, key=lambda p: int(p.rsplit("-", 1)[-1]), default=None)
+
+
 class PTuningTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)

@@ -28,7 +28,9 @@ GRID = [
 def base_overrides(tiny_bert, tweet_files, root: Path) -> list[str]:
     return [
         *tiny_overrides(tiny_bert, tweet_files, root),
-        "dataset.max_train_samples=48", "dataset.max_eval_samples=40", "dataset.max_test_samples=40",
+        "dataset.max_train_samples=48",
+        "dataset.max_eval_samples=40",
+        "dataset.max_test_samples=40",
         "num_threads=1",
     ]
 
@@ -37,13 +39,16 @@ def sweep(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen | s
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def wandb_runs(sweep_dir: Path) -> list[dict]:
-    return [read_run(f) for f in sorted(sweep_dir.glob("*/wandb/offline-run-*/run-*.wandb"))]
+    """The jobs' W&B runs (the report's own run, in report/, is not a job)."""
+    files = sorted(sweep_dir.glob("*/wandb/offline-run-*/run-*.wandb"))
+    return [read_run(f) for f in files if f.parents[2].name != "report"]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +71,8 @@ def test_grid_sweep_gives_12_jobs_runs_and_a_table(grid_sweep) -> None:
     assert len({r["run"].display_name for r in runs}) == 12
     assert len({r["run"].run_id for r in runs}) == 12
     assert all(r["exit"] == 0 for r in runs)
+    (report_run,) = [read_run(f) for f in (sweep_dir / "report" / "wandb").glob("offline-run-*/run-*.wandb")]
+    assert report_run["run"].run_group == "grid" and report_run["run"].job_type == "report"
     results = pd.read_csv(sweep_dir / "report" / "results.csv")
     assert len(results) == 12 and set(results["status"]) == {"completed"}
     table = (sweep_dir / "report" / "ablation.md").read_text()
@@ -88,7 +95,11 @@ def test_killed_sweep_resumes_to_the_same_table(grid_sweep, tmp_path) -> None:
     # kill while a job is mid-training: 3 jobs done and the 4th has saved its epoch-1 checkpoint
     while time.time() < deadline:
         done = list(sweep_dir.glob("*/metrics.json")) if sweep_dir.is_dir() else []
-        mid = [p for p in sweep_dir.glob("*/checkpoints/checkpoint-*") if not (p.parents[1] / "metrics.json").exists()]
+        mid = [
+            p
+            for p in sweep_dir.glob("*/checkpoints/checkpoint-*/trainer_state.json")
+            if not (p.parents[2] / "metrics.json").exists()
+        ]
         if len(done) >= 3 and mid:
             break
         time.sleep(0.2)
@@ -101,16 +112,21 @@ def test_killed_sweep_resumes_to_the_same_table(grid_sweep, tmp_path) -> None:
     assert f"{len(finished)} of 12 jobs already finished" in again.stderr + again.stdout
     for name, mtime in finished.items():  # not re-run
         assert (sweep_dir / name / "metrics.json").stat().st_mtime_ns == mtime
-    runs = wandb_runs(sweep_dir)
-    assert len({r["run"].run_id for r in runs}) == 12  # the killed job continued its own W&B run
-    assert len(runs) == 13  # ... in a second offline segment with the same id
+    segments = [p for p in sweep_dir.glob("*/wandb/offline-run-*") if p.parents[1].name != "report"]
+    ids = {p.name.rsplit("-", 1)[-1] for p in segments}
+    assert len(ids) == 12  # the killed job continued its own W&B run ...
+    assert len(segments) == 13  # ... in a second offline segment with the same id
     ours = (sweep_dir / "report" / "ablation.md").read_text()
     assert ours == (reference / "report" / "ablation.md").read_text()
 
 
 def test_invalid_value_fails_alone_and_is_retried(tiny_bert, tweet_files, tmp_path) -> None:
-    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "sweep_name=bad",
-            "prompt_encoder.num_virtual_tokens=2,0", "trainer.max_steps=2"]
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "sweep_name=bad",
+        "prompt_encoder.num_virtual_tokens=2,0",
+        "trainer.max_steps=2",
+    ]
     proc = sweep(args, tmp_path)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     sweep_dir = tmp_path / "outputs" / "multiruns" / "bad"
@@ -126,8 +142,12 @@ def test_invalid_value_fails_alone_and_is_retried(tiny_bert, tweet_files, tmp_pa
 
 
 def test_mlp_noop_axis_runs_once_and_says_why(tiny_bert, tweet_files, tmp_path) -> None:
-    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "sweep_name=noop",
-            "prompt_encoder.encoder_num_layers=1,2,3", "trainer.max_steps=1"]
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "sweep_name=noop",
+        "prompt_encoder.encoder_num_layers=1,2,3",
+        "trainer.max_steps=1",
+    ]
     proc = sweep(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
@@ -145,14 +165,21 @@ def test_paired_axes_zip_instead_of_multiplying(tiny_bert, tweet_files, tmp_path
         "# @package _global_\nsweep_name: pairs\nhydra:\n  sweeper:\n    paired:\n"
         "      prompt_encoder.num_virtual_tokens: 2,4,8\n      trainer.learning_rate: 0.03,0.01,0.003\n"
     )
-    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), f"hydra.searchpath=[file://{tmp_path / 'presets'}]",
-            "+sweep=pairs", "trainer.max_steps=1"]
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        f"hydra.searchpath=[file://{tmp_path / 'presets'}]",
+        "+sweep=pairs",
+        "trainer.max_steps=1",
+    ]
     proc = sweep(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_dir = tmp_path / "outputs" / "multiruns" / "pairs"
     names = sorted(p.name for p in sweep_dir.glob("*") if (p / "metrics.json").is_file())
-    assert names == ["num_virtual_tokens=2,learning_rate=0.03", "num_virtual_tokens=4,learning_rate=0.01",
-                     "num_virtual_tokens=8,learning_rate=0.003"]
+    assert names == [
+        "num_virtual_tokens=2,learning_rate=0.03",
+        "num_virtual_tokens=4,learning_rate=0.01",
+        "num_virtual_tokens=8,learning_rate=0.003",
+    ]
     cfg = read_json(sweep_dir / names[2] / "run.json")
     assert "trainer.learning_rate=0.003" in cfg["overrides"]
 
@@ -176,9 +203,14 @@ def test_optuna_study_resumes_from_its_storage(tiny_bert, tweet_files, tmp_path)
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     import optuna
 
-    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "hparams_search=lr_length",
-            "hydra.sweeper.n_trials=4", "trainer.max_steps=2", "logger=none",
-            "hydra.sweeper.params.prompt_encoder.num_virtual_tokens=choice(1,2,4)"]
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "hparams_search=lr_length",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_steps=2",
+        "logger=none",
+        "hydra.sweeper.params.prompt_encoder.num_virtual_tokens=choice(1,2,4)",
+    ]
     first = sweep(args, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     storage = f"sqlite:///{tmp_path / 'outputs' / 'multiruns' / 'hparams_search' / 'optuna.db'}"
@@ -190,3 +222,16 @@ def test_optuna_study_resumes_from_its_storage(tiny_bert, tweet_files, tmp_path)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 6
     best = json.loads(json.dumps(optuna.load_study(study_name="ptexp_lr_length", storage=storage).best_params))
     assert set(best) == {"trainer.learning_rate", "prompt_encoder.num_virtual_tokens"}
+
+
+def test_resume_ignores_a_checkpoint_killed_while_saving(tmp_path) -> None:
+    from ptexp.trainer import TRAINABLE_STATE, last_complete_checkpoint
+
+    for step, complete in ((3, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / TRAINABLE_STATE).write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-3")
+    assert last_complete_checkpoint(str(tmp_path / "missing")) is None

@@ -70,6 +70,15 @@ def git_state(cwd: Path | None = None) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def gpu_count() -> int:
+    """Visible NVIDIA GPUs, without importing torch (which would initialise CUDA too early)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
 def environment() -> dict[str, Any]:
     import torch
 

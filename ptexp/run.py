@@ -99,11 +99,15 @@ def run(
     torch.set_num_threads(cfg.num_threads or cpu_allotment())
     set_seed(cfg.seed, deterministic=cfg.deterministic)
 
+    from safetensors.torch import save_file
+
     from ptexp.data import load_splits
+    from ptexp.distributed import is_main_process
     from ptexp.tasks import get_task
     from ptexp.tracking import wandb_run
     from ptexp.trainer import (
         TRAINABLE_STATE,
+        CheckpointOnSignal,
         PTuningTrainer,
         StopOnNonFiniteLoss,
         last_complete_checkpoint,
@@ -111,18 +115,16 @@ def run(
     )
 
     task = get_task(cfg.dataset.task)
-    data = load_splits(cfg.dataset)
-    log.info(
-        "data: %s; labels %s",
-        ", ".join(f"{s} {len(d)}" for s, d in data.splits.items()),
-        data.label_names,
-    )
-    tokenizer, model = build_model(cfg.model, cfg.prompt_encoder, task, data.label_names)
-    trainable, total = count_parameters(model)
-    tokenized = task.tokenize(data.splits, tokenizer, cfg.dataset.max_length)
-
-    use_wandb = cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled"
+    main = is_main_process()
+    use_wandb = main and cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled"
     targs = training_arguments(cfg, run_dir, task.default_metric, use_wandb)
+    # Under torch.distributed rank 0 fills the datasets cache first; the others read it.
+    with targs.main_process_first(desc="load and tokenize"):
+        data = load_splits(cfg.dataset)
+        log.info("data: %s; labels %s", ", ".join(f"{s} {len(d)}" for s, d in data.splits.items()), data.label_names)
+        tokenizer, model = build_model(cfg.model, cfg.prompt_encoder, task, data.label_names)
+        tokenized = task.tokenize(data.splits, tokenizer, cfg.dataset.max_length)
+    trainable, total = count_parameters(model)
     name = name or cfg.run_name or ",".join(overrides or []) or "default"
     wandb_config = {
         **OmegaConf.to_container(cfg, resolve=True),
@@ -131,10 +133,12 @@ def run(
         "total_params": total,
         "labels": data.label_names,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    with wandb_run(cfg.logger, run_dir, name, wandb_config, group=group, tags=tags) as wb:
+    logger_cfg = cfg.logger if use_wandb else OmegaConf.create({"backend": "none"})
+    with wandb_run(logger_cfg, run_dir, name, wandb_config, group=group, tags=tags) as wb:
         trainer = PTuningTrainer(
             model=model,
             args=targs,
@@ -143,7 +147,7 @@ def run(
             processing_class=tokenizer,
             data_collator=task.collator(tokenizer),
             compute_metrics=task.compute_metrics,
-            callbacks=[StopOnNonFiniteLoss()],
+            callbacks=[StopOnNonFiniteLoss(), CheckpointOnSignal()],
         )
         last = last_complete_checkpoint(targs.output_dir)
         if last:
@@ -154,22 +158,6 @@ def run(
         validation = _best_eval(trainer.state.log_history, trainer.state.best_global_step)
         prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
         test = {k.removeprefix("test_"): v for k, v in prediction.metrics.items()}
-
-        model.save_pretrained(run_dir / ADAPTER_DIR)
-        tokenizer.save_pretrained(run_dir / ADAPTER_DIR)
-        from safetensors.torch import save_file
-
-        # The full prompt encoder (MLP/LSTM weights), which the peft adapter does not keep.
-        save_file(trainable_state(model), str(run_dir / TRAINABLE_STATE))
-        if cfg.save_predictions:
-            decoded = task.decode(prediction.predictions, data.label_names)
-            _write_predictions(
-                run_dir / PREDICTIONS_FILE,
-                data.splits["test"]["text"],
-                list(prediction.label_ids),
-                decoded,
-                data.label_names,
-            )
         metrics = {
             "validation": validation,
             "test": test,
@@ -182,7 +170,23 @@ def run(
             "train_loss": train_out.metrics.get("train_loss"),
             "runtime": time.perf_counter() - t0,
             "num_examples": {s: len(d) for s, d in data.splits.items()},
+            "world_size": targs.world_size,
         }
+        if not main:
+            return metrics
+        model.save_pretrained(run_dir / ADAPTER_DIR)
+        tokenizer.save_pretrained(run_dir / ADAPTER_DIR)
+        # The full prompt encoder (MLP/LSTM weights), which the peft adapter does not keep.
+        save_file(trainable_state(model), str(run_dir / TRAINABLE_STATE))
+        if cfg.save_predictions:
+            decoded = task.decode(prediction.predictions, data.label_names)
+            _write_predictions(
+                run_dir / PREDICTIONS_FILE,
+                data.splits["test"]["text"],
+                list(prediction.label_ids),
+                decoded,
+                data.label_names,
+            )
         if wb is not None:
             wb.summary.update(
                 {f"final/{k}/{m}": v for k in ("validation", "test") for m, v in metrics[k].items()}
@@ -203,7 +207,7 @@ def run(
         )
         # Last, and atomically: its presence is what marks the run finished (sweeps skip it).
         write_json(run_dir / METRICS_FILE, metrics)
-    if not cfg.get("keep_checkpoints", False):
+    if not cfg.keep_checkpoints:
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     log.info("test: %s", {k: round(v, 4) for k, v in test.items() if isinstance(v, float)})
     return metrics

@@ -26,10 +26,11 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptexp.jobs import SWEEP_FILE, job_status, read_metric
+from ptexp.jobs import STATUS_FILE, SWEEP_FILE, job_status, read_metric
 from ptexp.outputs import write_json
 
 log = logging.getLogger("ptexp.sweep")
@@ -215,8 +216,10 @@ class PtexpSweeper(BasicSweeper):
             self.validate_batch_is_legal([j for j, _ in chunk])
             results = self.launcher.launch([j for j, _ in chunk], initial_job_idx=done + start)
             returns.append(results)
-            for (job, job_dir), _ in zip(chunk, results):
+            for (_, job_dir), result in zip(chunk, results):
                 finished_here += 1
+                if result.status == JobStatus.FAILED and job_status(job_dir) in ("running", "missing"):
+                    _record_lost_job(job_dir, result._return_value)
                 elapsed = time.perf_counter() - started
                 left = len(todo) - finished_here
                 eta = elapsed / finished_here * left
@@ -233,6 +236,12 @@ class PtexpSweeper(BasicSweeper):
                     _hms(eta),
                 )
         return returns
+
+
+def _record_lost_job(job_dir: Path, error: BaseException) -> None:
+    """A job that died without recording anything itself (SIGKILL, scancel, time limit, OOM)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    write_json(job_dir / STATUS_FILE, {"status": "failed", "error": f"{type(error).__name__}: {first}"})
 
 
 def _launcher_parallelism(config: DictConfig) -> int:

@@ -51,35 +51,52 @@ for _name, _fn in (("ptexp_slug", slug), ("ptexp_or_now", _or_now), ("ptexp_pare
         OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
 
 
-def _thread_budget(hc: Any) -> None:
-    """Split the machine's cores between the jobs a parallel launcher runs at once."""
+def _share_machine(hc: Any) -> None:
+    """Split the machine between the jobs a parallel launcher runs at once: cores // n_jobs
+    torch threads each, and on a multi-GPU node one GPU per job."""
+    from ptexp.distributed import assign_gpu
+
     n_jobs = hc.launcher.get("n_jobs") if "launcher" in hc else None
-    if isinstance(n_jobs, int) and n_jobs > 1 and "PTEXP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0))
-        os.environ["PTEXP_NUM_THREADS"] = str(max(1, cores // n_jobs))
+    if not isinstance(n_jobs, int) or n_jobs <= 1:
+        return
+    os.environ.setdefault("PTEXP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // n_jobs)))
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if not visible:
+        from ptexp.outputs import gpu_count
+
+        visible = [str(i) for i in range(gpu_count())]
+    gpu = assign_gpu(int(hc.job.num), n_jobs, visible)
+    if gpu is not None:
+        # joblib workers are reused: this only takes effect before the worker first touches CUDA.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from ptexp.distributed import is_main_process, setup_from_slurm
     from ptexp.run import run
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     metric = "validation." + str(cfg.trainer.get("metric_for_best_model", "accuracy")).removeprefix("eval_")
+    setup_from_slurm()
     if hc.mode == RunMode.MULTIRUN:
         from ptexp.jobs import read_sweep, run_isolated
 
-        _thread_budget(hc)
+        _share_machine(hc)
         axes = set(read_sweep(run_dir.parent).get("axes", []))
-        tags = [
-            o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1]
-            for o in overrides
-            if o.split("=", 1)[0] in axes
-        ]
-        group = run_dir.parent.name
+        swept = [o.split("=", 1) for o in overrides if o.split("=", 1)[0] in axes]
+        tags = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in swept]
         name = cfg.run_name or run_dir.name
-        return run_isolated(run_dir, lambda: run(cfg, run_dir, overrides, group=group, tags=tags, name=name), metric)
+
+        def job() -> dict:
+            return run(cfg, run_dir, overrides, group=run_dir.parent.name, tags=tags, name=name)
+
+        if not is_main_process():  # other ranks of a multi-GPU job train; rank 0 records
+            job()
+            return None
+        return run_isolated(run_dir, job, metric)
     try:
         metrics = run(cfg, run_dir, overrides=overrides)
     except ConfigError as err:

@@ -10,8 +10,11 @@ Trainer's own checkpoint files, untouched.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import signal
+import threading
 from typing import Any
 
 import torch
@@ -19,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 
 TRAINABLE_STATE = "trainable_state.safetensors"
+log = logging.getLogger(__name__)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -94,3 +98,41 @@ class StopOnNonFiniteLoss(TrainerCallback):
                 f"(epoch {state.epoch:.2f}): the run diverged. "
                 "Lower trainer.learning_rate or raise trainer.warmup_steps."
             )
+
+
+class CheckpointOnSignal(TrainerCallback):
+    """Preemption and time limits: SLURM sends USR2 ``signal_delay_s`` early. Instead of
+    letting submitit requeue at once (losing the epoch in progress), finish the current step,
+    save a resumable checkpoint, then hand the signal to the previous handler — submitit's,
+    which requeues the job and exits. The requeued job resumes from that checkpoint."""
+
+    def __init__(self, signum: int = signal.SIGUSR2) -> None:
+        self.signum = signum
+        self.received = False
+        self.previous: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(self.signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.warning("caught %s: saving a checkpoint after this step", signal.Signals(signum).name)
+        self.received = True
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.received:
+            control.should_save = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.received:
+            return
+        previous, self.previous = self.previous, None
+        signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
+        if callable(previous):
+            previous(self.signum, None)  # submitit: requeue this job, then exit
+        raise SystemExit(f"stopped by {signal.Signals(self.signum).name} after saving step {state.global_step}")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(self.signum, self.previous)
+            self.previous = None

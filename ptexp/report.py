@@ -33,16 +33,25 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _planned_jobs(sweep_dir: Path) -> list[tuple[Path, list[str]]]:
+    """Every job of the sweep with its overrides: the ptexp sweeper's plan when there is one
+    (so a job killed before it wrote anything still shows up), else the job folders."""
+    plan = read_sweep(sweep_dir).get("jobs")
+    if plan:
+        return [(sweep_dir / job["dir"], list(job["overrides"])) for job in plan]
+    folders = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file())
+    return [(p, [str(o) for o in OmegaConf.load(p / ".hydra" / "overrides.yaml")]) for p in folders]
+
+
 def collect(sweep_dir: Path) -> Any:
-    """One row per job folder: its overrides, status, error and metrics."""
+    """One row per job: its overrides, status, error and metrics."""
     import pandas as pd
 
     rows = []
-    for job_dir in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()):
-        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
+    for job_dir, overrides in _planned_jobs(sweep_dir):
         row: dict[str, Any] = {"job": job_dir.name, "status": job_status(job_dir)}
         for item in overrides:
-            key, _, value = str(item).partition("=")
+            key, _, value = item.partition("=")
             row[key.lstrip("+~")] = _parse(value)
         if row["status"] == "completed":
             _flatten("", read_json(job_dir / "metrics.json"), row)

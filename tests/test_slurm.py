@@ -106,7 +106,7 @@ def test_requeued_job_resumes_with_identical_final_metrics(tiny_bert, tweet_file
     before = {job for job, _ in slurm_jobs()}
     proc = multirun([*common, *SLURM_LAUNCHER, "hydra.launcher.max_num_timeout=3", "sweep_name=requeue", "seed=5"],
                     tmp_path, wait=False)
-    job_dir = tmp_path / "outputs" / "multiruns" / "requeue" / "seed=5"
+    job_dir = tmp_path / "outputs" / "multiruns" / "requeue" / "job"
     try:
         wait_for(lambda: any((p / "trainer_state.json").is_file() for p in job_dir.glob("checkpoints/checkpoint-*")),
                  what="the first epoch checkpoint")
@@ -121,10 +121,10 @@ def test_requeued_job_resumes_with_identical_final_metrics(tiny_bert, tweet_file
     log = (job_dir / "train.log").read_text()
     assert "caught SIGUSR2" in log and "resuming from" in log
     ours = read_json(job_dir / "metrics.json")
-    theirs = read_json(tmp_path / "outputs" / "multiruns" / "reference" / "seed=5" / "metrics.json")
+    theirs = read_json(tmp_path / "outputs" / "multiruns" / "reference" / "job" / "metrics.json")
     for split in ("validation", "test"):
         for key in ("accuracy", "macro_f1", "loss"):
             assert ours[split][key] == theirs[split][key], (split, key)
     assert (job_dir / "predictions_test.jsonl").read_text() == (
-        tmp_path / "outputs" / "multiruns" / "reference" / "seed=5" / "predictions_test.jsonl"
+        tmp_path / "outputs" / "multiruns" / "reference" / "job" / "predictions_test.jsonl"
     ).read_text()

@@ -1,0 +1,846 @@
+"""ptexp's benchmarks in one command; appends a dated section to BENCHMARKS.md.
+
+    python scripts/bench.py                       # full: embedded MiniLM, 3 repetitions (~15 min on 2 cores)
+    python scripts/bench.py --quick --out /tmp/B.md   # smoke: tiny random BERT, tiny slices, 1 repetition
+
+The machines this runs on are shared, so absolute timings are noisy: every speed figure is a
+ratio of two programs measured side by side in this run, interleaved (the order rotated each
+repetition), and the median over repetitions is reported.
+
+1. overhead   ptexp-train (logger=none) / the dynamic-padding script, same model, data, steps;
+2. vs_seed    the seed-style script (padding="max_length", 128) / ptexp-train, same steps;
+3. sweep      a 3-job `ptexp-train -m` / the sum of its jobs' own runtime (and / 3 separate runs);
+4. cli        `ptexp-train --help` and `--cfg job` wall time (median of 5);
+5. memory     peak RSS of ptexp-train vs the script; RSS after each of 10 in-process ptexp.run.run jobs;
+6. cost       train throughput against num_virtual_tokens and encoder_hidden_size, with a plot.
+
+Heavy work (torch, transformers) runs only in child processes: this process stays a clean
+timer, and the in-process figures (5, 6) come from `--worker` children of this same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+DEFAULT_OUT = REPO / "BENCHMARKS.md"
+DEFAULT_PLOT = SCRIPTS / "bench_cost_growth.png"
+EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
+
+TARGETS = {
+    "overhead": "≤ 1.03",
+    "vs_seed": "≥ 3",
+    "sweep": "≤ 1.10",
+    "cli_help": "< 1 s",
+    "cli_cfg_job": "< 1 s",
+    "rss_growth": "no growth (< 1 MiB/job)",
+}
+ROW_IDS = (
+    "overhead",
+    "vs_seed",
+    "sweep",
+    "sweep_vs_separate",
+    "cli_help",
+    "cli_cfg_job",
+    "peak_rss",
+    "rss_growth",
+    "cost_tokens",
+    "cost_hidden",
+)
+
+INTRO = """# ptexp benchmarks
+
+Written by `python scripts/bench.py` (one command, about 15 minutes on 2 cores); every run appends a
+dated section below, with the machine, the library versions and the exact command. The peers:
+
+- **seed recipe** (`scripts/seed_recipe.py`): P-tuning as tutorials write it, one plain script
+  (AutoModelForSequenceClassification + `PromptEncoderConfig` + `get_peft_model` + `Trainer`), every example
+  padded to `max_length=128`, evaluation each epoch, test evaluation at the end;
+- **dynamic padding** (`scripts/dynamic_padding.py`): the same script padding each batch to its longest
+  example, i.e. the same work as `ptexp-train` minus the framework: the floor for ptexp's overhead.
+
+Both read ptexp's own train/validation/test split (`ptexp.data.load_splits`), so every peer sees the same
+examples. The machines are shared (other jobs run at the same time), so absolute seconds are noisy: each speed
+figure is a **ratio of two programs measured side by side in the same run**, interleaved (A/B/C, B/C/A, ...),
+and the **median over the repetitions** is reported with the individual values. The load average at the start
+and end of a run says how busy the machine was.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+
+
+@dataclass
+class Settings:
+    quick: bool
+    reps: int
+    cli_reps: int
+    # The workload shared by ptexp-train and the two scripts (figures 1, 2, 5).
+    train: int
+    eval: int
+    test: int
+    epochs: int
+    batch: int = 16
+    eval_batch: int = 128
+    lr: float = 1e-2
+    warmup: float = 0.06
+    max_length: int = 64
+    seed_max_length: int = 128
+    # Figure 3.
+    sweep_tokens: tuple[int, ...] = (5, 10, 20)
+    sweep_train: int = 160
+    sweep_eval: int = 100
+    sweep_test: int = 100
+    # Figure 5 (in-process loop).
+    mem_jobs: int = 10
+    # Figure 6.
+    cost_steps: int = 10
+    cost_reps: int = 2
+    cost_tokens: tuple[int, ...] = (1, 10, 50, 100)
+    cost_hidden: tuple[int, ...] = (32, 128, 512)
+    model: str = EMBEDDED_MODEL
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def settings(quick: bool, reps: int | None) -> Settings:
+    if quick:
+        return Settings(
+            quick=True,
+            reps=reps or 1,
+            cli_reps=1,
+            train=32,
+            eval=16,
+            test=16,
+            epochs=1,
+            sweep_train=16,
+            sweep_eval=16,
+            sweep_test=16,
+            mem_jobs=10,
+            cost_steps=2,
+            cost_reps=1,
+        )
+    # ~60 training steps per run: 30-60 s for ptexp-train on an idle 2-core machine.
+    return Settings(quick=False, reps=reps or 3, cli_reps=5, train=480, eval=200, test=200, epochs=2)
+
+
+# --------------------------------------------------------------------------------------------
+# running children
+
+
+@dataclass
+class Timed:
+    wall: float
+    max_rss_mib: float
+    rc: int
+    log: Path
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def timed(cmd: list[str], cwd: Path, log: Path, timeout: float = 1800) -> Timed:
+    """Wall time and peak RSS of one child (os.wait4 gives the rusage of that child alone)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        out.write("$ " + shlex.join(cmd) + "\n")
+        out.flush()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            watchdog.cancel()
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}; log {log}:\n{tail}")
+    return Timed(wall=wall, max_rss_mib=usage.ru_maxrss / 1024, rc=proc.returncode, log=log)
+
+
+def last_json(log: Path) -> dict[str, Any]:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON result line in {log}")
+
+
+def ptexp_train_cmd() -> list[str]:
+    exe = shutil.which("ptexp-train")
+    return [exe] if exe else [sys.executable, "-m", "ptexp.train"]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def rotated(items: list[Any], k: int) -> list[Any]:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+# --------------------------------------------------------------------------------------------
+# the peers' command lines
+
+
+def ptexp_overrides(s: Settings, model: str, train: int, eval_: int, test: int, epochs: int) -> list[str]:
+    return [
+        "logger=none",
+        f"model.name_or_path={model}",
+        f"dataset.max_train_samples={train}",
+        f"dataset.max_eval_samples={eval_}",
+        f"dataset.max_test_samples={test}",
+        f"dataset.max_length={s.max_length}",
+        f"trainer.num_train_epochs={epochs}",
+        f"trainer.learning_rate={s.lr}",
+        f"trainer.per_device_train_batch_size={s.batch}",
+        f"trainer.per_device_eval_batch_size={s.eval_batch}",
+        f"trainer.warmup_steps={s.warmup}",
+    ]
+
+
+def script_args(s: Settings, model: str, padding: str, out_dir: Path) -> list[str]:
+    return [
+        f"--model={model}",
+        f"--max-train-samples={s.train}",
+        f"--max-eval-samples={s.eval}",
+        f"--max-test-samples={s.test}",
+        f"--max-length={s.max_length if padding == 'dynamic' else s.seed_max_length}",
+        f"--padding={padding}",
+        f"--epochs={s.epochs}",
+        f"--lr={s.lr}",
+        f"--batch-size={s.batch}",
+        f"--eval-batch-size={s.eval_batch}",
+        f"--warmup={s.warmup}",
+        # ptexp's minilm config trains the pooler too (GUIDE §2): same trainable set, same accuracy.
+        "--train-pooler",
+        f"--output-dir={out_dir}",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# figures 1, 2 and 5a: ptexp-train vs the two scripts, interleaved
+
+
+def bench_peers(s: Settings, model: str, work: Path) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"ptexp": [], "dynamic": [], "seed": []}
+    for rep in range(s.reps):
+        for peer in rotated(list(runs), rep):
+            folder = work / "peers" / f"{peer}-{rep}"
+            if peer == "ptexp":
+                cmd = [
+                    *ptexp_train_cmd(),
+                    *ptexp_overrides(s, model, s.train, s.eval, s.test, s.epochs),
+                    f"paths.root={work / 'peers'}",
+                    f"hydra.run.dir={folder}",
+                ]
+            elif peer == "dynamic":
+                cmd = [sys.executable, str(SCRIPTS / "dynamic_padding.py"), *script_args(s, model, "dynamic", folder)]
+            else:
+                cmd = [sys.executable, str(SCRIPTS / "seed_recipe.py"), *script_args(s, model, "max_length", folder)]
+            t = timed(cmd, cwd=work, log=work / "logs" / f"{peer}-{rep}.log")
+            if peer == "ptexp":
+                m = json.loads((folder / "metrics.json").read_text())
+                result = {
+                    "val_acc": m["validation"]["accuracy"],
+                    "val_loss": m["validation"]["loss"],
+                    "val_epoch": m["validation"].get("epoch"),
+                    "test_acc": m["test"]["accuracy"],
+                    "test_loss": m["test"]["loss"],
+                    "train_runtime": m["train_runtime"],
+                    "steps": m["validation"].get("step"),
+                }
+            else:
+                r = last_json(t.log)
+                at_best = {e["epoch"]: e for e in r["validation_per_epoch"]}
+                result = {
+                    "val_acc": r["validation"]["accuracy"],
+                    "val_loss": r["validation"]["loss"],
+                    "val_epoch": r["validation"]["epoch"],
+                    "val_per_epoch": at_best,
+                    "test_acc": r["test"]["accuracy"],
+                    "test_loss": r["test"]["loss"],
+                    "train_runtime": r["train_runtime"],
+                    "steps": r["global_step"],
+                }
+            runs[peer].append({"wall": t.wall, "rss": t.max_rss_mib, **result})
+            print(f"  [{peer} rep {rep + 1}/{s.reps}] {t.wall:.1f} s, peak RSS {t.max_rss_mib:.0f} MiB", flush=True)
+    return runs
+
+
+# --------------------------------------------------------------------------------------------
+# figure 3: sweep amortisation
+
+
+def bench_sweep(s: Settings, model: str, work: Path) -> dict[str, Any]:
+    base = ptexp_overrides(s, model, s.sweep_train, s.sweep_eval, s.sweep_test, 1)
+    tokens = s.sweep_tokens
+    reps: list[dict[str, Any]] = []
+    for rep in range(s.reps):
+        row: dict[str, Any] = {}
+        for kind in rotated(["sweep", "separate"], rep):
+            if kind == "sweep":
+                root = work / "sweep"
+                cmd = [
+                    *ptexp_train_cmd(),
+                    "-m",
+                    *base,
+                    f"prompt_encoder.num_virtual_tokens={','.join(map(str, tokens))}",
+                    f"paths.root={root}",
+                    f"sweep_name=sweep-{rep}",
+                ]
+                t = timed(cmd, cwd=work, log=work / "logs" / f"sweep-{rep}.log")
+                jobs = sorted((root / "multiruns" / f"sweep-{rep}").glob("*/metrics.json"))
+                if len(jobs) != len(tokens):
+                    raise RuntimeError(f"sweep {rep}: {len(jobs)} of {len(tokens)} jobs finished")
+                row["sweep_wall"] = t.wall
+                row["job_runtime"] = sum(json.loads(p.read_text())["runtime"] for p in jobs)
+            else:
+                walls = []
+                for n in tokens:
+                    folder = work / "separate" / f"nvt{n}-{rep}"
+                    cmd = [
+                        *ptexp_train_cmd(),
+                        *base,
+                        f"prompt_encoder.num_virtual_tokens={n}",
+                        f"paths.root={work / 'separate'}",
+                        f"hydra.run.dir={folder}",
+                    ]
+                    walls.append(timed(cmd, cwd=work, log=work / "logs" / f"separate-{n}-{rep}.log").wall)
+                row["separate_wall"] = sum(walls)
+        reps.append(row)
+        print(
+            f"  [sweep rep {rep + 1}/{s.reps}] sweep {row['sweep_wall']:.1f} s, jobs' runtime "
+            f"{row['job_runtime']:.1f} s, separate {row['separate_wall']:.1f} s",
+            flush=True,
+        )
+    return {"reps": reps}
+
+
+# --------------------------------------------------------------------------------------------
+# figure 4: CLI latency
+
+
+def bench_cli(s: Settings, work: Path) -> dict[str, list[float]]:
+    cmds = {
+        "cli_help": [*ptexp_train_cmd(), "--help"],
+        "cli_cfg_job": [*ptexp_train_cmd(), "--cfg", "job"],
+        # The interpreter's own start-up, for scale.
+        "python": [sys.executable, "-c", "pass"],
+    }
+    out: dict[str, list[float]] = {k: [] for k in cmds}
+    for rep in range(s.cli_reps):
+        for name in rotated(list(cmds), rep):
+            out[name].append(timed(cmds[name], cwd=work, log=work / "logs" / f"{name}-{rep}.log").wall)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# figures 5b and 6: in-process loops, run by `bench.py --worker ...` children
+
+
+def _compose(overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_module
+
+    import ptexp.train  # noqa: F401  (registers ptexp's schemas and resolvers)
+
+    with initialize_config_module(config_module="ptexp.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def build_tiny_bert(folder: Path) -> None:
+    """The tests' tiny random BERT (tests/conftest.py), with room for 128 tokens + 100 prompts."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ptexp.embedded import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(EMBEDDED_MODEL))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def worker_memory(s: Settings, model: str, work: Path) -> dict[str, Any]:
+    """RSS of this process after each of `mem_jobs` ptexp.run.run calls: a sweep's basic launcher
+    runs every job in one process, so anything a job leaks adds up over a sweep."""
+    import gc
+
+    import psutil
+
+    from ptexp.run import run
+
+    overrides = [
+        *ptexp_overrides(s, model, 32, 16, 16, 1),
+        "trainer.max_steps=2",
+        f"paths.root={work / 'memory'}",
+    ]
+    proc = psutil.Process()
+    gc.collect()
+    rss = [proc.memory_info().rss / 2**20]
+    for i in range(s.mem_jobs):
+        run(_compose(overrides), work / "memory" / f"job{i}")
+        gc.collect()
+        rss.append(proc.memory_info().rss / 2**20)
+    return {"rss_mib": rss}
+
+
+def worker_cost(s: Settings, model: str, work: Path) -> dict[str, Any]:
+    """Train samples/s of a fixed number of steps, against prompt length and encoder width."""
+    from ptexp.run import run
+
+    points = [(n, 128) for n in s.cost_tokens] + [(10, h) for h in s.cost_hidden if h != 128]
+
+    def one(n: int, h: int, tag: str) -> float:
+        overrides = [
+            *ptexp_overrides(s, model, s.cost_steps * s.batch, 16, 16, 1),
+            f"trainer.max_steps={s.cost_steps}",
+            "trainer.eval_strategy=no",
+            "trainer.save_strategy=no",
+            "save_predictions=false",
+            f"prompt_encoder.num_virtual_tokens={n}",
+            f"prompt_encoder.encoder_hidden_size={h}",
+            f"paths.root={work / 'cost'}",
+        ]
+        return run(_compose(overrides), work / "cost" / f"{tag}-n{n}-h{h}")["train_samples_per_second"]
+
+    one(10, 128, "warmup")  # the first run pays for lazy imports and allocator growth
+    samples: dict[str, list[float]] = {f"{n},{h}": [] for n, h in points}
+    for rep in range(s.cost_reps):
+        for n, h in rotated(points, rep):
+            samples[f"{n},{h}"].append(one(n, h, f"r{rep}"))
+    return {"samples": samples}
+
+
+def worker_main(kind: str, s: Settings, model: str, work: Path, result: Path) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if kind == "tiny":
+        build_tiny_bert(Path(model))
+        data: dict[str, Any] = {}
+    elif kind == "memory":
+        data = worker_memory(s, model, work)
+    else:
+        data = worker_cost(s, model, work)
+    result.write_text(json.dumps(data))
+
+
+def run_worker(kind: str, s: Settings, model: str, work: Path) -> dict[str, Any]:
+    result = work / f"{kind}.json"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--model",
+        model,
+        "--workdir",
+        str(work),
+        "--result",
+        str(result),
+        *(["--quick"] if s.quick else []),
+    ]
+    timed(cmd, cwd=work, log=work / "logs" / f"worker-{kind}.log")
+    return json.loads(result.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        ram = f"{int(mem.split()[1]) / 2**20:.1f} GiB RAM"
+    except (OSError, StopIteration):
+        ram = "RAM unknown"
+    return {
+        "nproc": str(os.cpu_count()),
+        "affinity": str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "ram": ram,
+        "os": platform.platform(),
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "datasets", "accelerate", "hydra-core", "ptexp"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}f}"
+
+
+def fmt_list(values: list[float], digits: int = 2) -> str:
+    return ", ".join(fmt(v, digits) for v in values)
+
+
+def verdict(ok: bool) -> str:
+    return "**yes**" if ok else "**no**"
+
+
+def build_section(
+    s: Settings,
+    command: str,
+    started: datetime,
+    total_s: float,
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
+    peers: dict[str, Any],
+    sweep: dict[str, Any],
+    cli: dict[str, list[float]],
+    memory: dict[str, Any],
+    cost: dict[str, Any],
+    plot: Path | None,
+    out: Path,
+) -> str:
+    m, v = machine(), versions()
+    lines = [
+        f"## {started.strftime('%Y-%m-%d %H:%M UTC')} · {'quick (smoke, tiny random BERT)' if s.quick else 'full'}",
+        "",
+        f"- command: `{command}` (from `{REPO}`)",
+        f"- machine: nproc {m['nproc']} (affinity {m['affinity']}), {m['cpu']}, {m['ram']}, {m['os']}",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- load average (1/5/15 min) at start {fmt_list(list(loads[0]))}, at end {fmt_list(list(loads[1]))}",
+        f"- repetitions: {s.reps} (CLI: {s.cli_reps}); total bench wall time {total_s / 60:.1f} min",
+        "",
+    ]
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    # 1 + 2
+    pt, dy, sd = peers["ptexp"], peers["dynamic"], peers["seed"]
+    over = [p["wall"] / d["wall"] for p, d in zip(pt, dy)]
+    speed = [q["wall"] / p["wall"] for p, q in zip(pt, sd)]
+    rows.append(
+        (
+            "overhead",
+            "`ptexp-train` wall / dynamic-padding script wall",
+            f"{fmt(median(over), 3)} ({fmt(median([p['wall'] for p in pt]), 1)} s / "
+            f"{fmt(median([d['wall'] for d in dy]), 1)} s)",
+            fmt_list(over, 3),
+            TARGETS["overhead"],
+            verdict(median(over) <= 1.03),
+        )
+    )
+    rows.append(
+        (
+            "vs_seed",
+            "seed-style script (pad to 128) wall / `ptexp-train` wall",
+            f"{fmt(median(speed))}× ({fmt(median([q['wall'] for q in sd]), 1)} s / "
+            f"{fmt(median([p['wall'] for p in pt]), 1)} s)",
+            fmt_list(speed),
+            TARGETS["vs_seed"],
+            verdict(median(speed) >= 3),
+        )
+    )
+    # 3
+    sw = sweep["reps"]
+    amort = [r["sweep_wall"] / r["job_runtime"] for r in sw]
+    versus = [r["sweep_wall"] / r["separate_wall"] for r in sw]
+    n_jobs = len(s.sweep_tokens)
+    rows.append(
+        (
+            "sweep",
+            f"{n_jobs}-job sweep wall / Σ its jobs' `runtime`",
+            f"{fmt(median(amort), 3)} ({fmt(median([r['sweep_wall'] for r in sw]), 1)} s / "
+            f"{fmt(median([r['job_runtime'] for r in sw]), 1)} s)",
+            fmt_list(amort, 3),
+            TARGETS["sweep"],
+            verdict(median(amort) <= 1.10),
+        )
+    )
+    rows.append(
+        (
+            "sweep_vs_separate",
+            f"{n_jobs}-job sweep wall / Σ {n_jobs} separate `ptexp-train` walls",
+            f"{fmt(median(versus), 3)} ({fmt(median([r['separate_wall'] for r in sw]), 1)} s separate)",
+            fmt_list(versus, 3),
+            "(info)",
+            "",
+        )
+    )
+    # 4
+    py = median(cli["python"])
+    for key, label in (("cli_help", "`ptexp-train --help`"), ("cli_cfg_job", "`ptexp-train --cfg job`")):
+        med = median(cli[key])
+        rows.append(
+            (
+                key,
+                f"{label} wall (`python -c pass`: {fmt(py)} s)",
+                f"{fmt(med)} s ({fmt(med / py, 1)}× the bare interpreter)",
+                fmt_list(cli[key]),
+                TARGETS[key],
+                verdict(med < 1.0),
+            )
+        )
+    # 5
+    rss_ratio = [p["rss"] / d["rss"] for p, d in zip(pt, dy)]
+    rows.append(
+        (
+            "peak_rss",
+            "`ptexp-train` peak RSS / dynamic script peak RSS",
+            f"{fmt(median(rss_ratio), 3)} ({median([p['rss'] for p in pt]):.0f} MiB / "
+            f"{median([d['rss'] for d in dy]):.0f} MiB; seed-style {median([q['rss'] for q in sd]):.0f} MiB)",
+            fmt_list(rss_ratio, 3),
+            "(info)",
+            "",
+        )
+    )
+    rss = memory["rss_mib"]
+    later = rss[2:]  # after job 2: job 1 pays for lazy imports and first-use caches
+    slope = _slope(later)
+    rows.append(
+        (
+            "rss_growth",
+            f"RSS over {len(rss) - 1} in-process `ptexp.run.run` jobs (jobs 2→{len(rss) - 1})",
+            f"{slope:+.2f} MiB/job ({rss[2]:.0f} → {rss[-1]:.0f} MiB; {rss[-1] / rss[2]:.3f}×)",
+            "",
+            TARGETS["rss_growth"],
+            verdict(slope < 1.0),
+        )
+    )
+    # 6
+    med_cost = {k: median(vals) for k, vals in cost["samples"].items()}
+    base = med_cost["10,128"]
+    tok = ", ".join(f"n={n}: {fmt(med_cost[f'{n},128'] / base)}" for n in s.cost_tokens)
+    hid = ", ".join(f"h={h}: {fmt(med_cost[f'10,{h}'] / base)}" for h in s.cost_hidden)
+    rows.append(("cost_tokens", "train samples/s vs num_virtual_tokens, / n=10 (h=128)", tok, "", "(info)", ""))
+    rows.append(("cost_hidden", "train samples/s vs encoder_hidden_size, / h=128 (n=10)", hid, "", "(info)", ""))
+
+    lines += [
+        "| id | figure | median | per repetition | target | met |",
+        "|---|---|---|---|---|---|",
+        *[f"| {' | '.join(r)} |" for r in rows],
+        "",
+    ]
+
+    # details
+    model_name = "the embedded MiniLM" if not s.quick else "a tiny random BERT (2 layers, 32 wide)"
+    lines += [
+        "### Workload",
+        "",
+        f"- figures 1, 2, 5: {model_name}, embedded tweets, {s.train} train / {s.eval} validation / {s.test} test "
+        f"examples, {s.epochs} epoch(s) of batch {s.batch} ({dy[0]['steps']} steps), lr {s.lr}, warm-up {s.warmup}, "
+        f"linear decay, eval batch {s.eval_batch}, seed 42, pooler trained with the prompt encoder "
+        f"(n=10, h=128). ptexp and the dynamic script truncate at {s.max_length} tokens; the seed-style script pads "
+        f"every example to {s.seed_max_length} (its tutorials' setting).",
+        "- wall time is the whole process as a user waits for it (interpreter, imports, data, model, training, "
+        "evaluation each epoch with a checkpoint, test evaluation, saving). `ptexp-train` runs with `logger=none` "
+        "(no W&B) and additionally restores the best epoch, writes the adapter + tokenizer + full prompt-encoder "
+        "weights, test predictions (JSONL), config.yaml, run.json (provenance incl. `git rev-parse`) and "
+        "metrics.json; the scripts save a checkpoint per epoch and the adapter.",
+        f"- figure 3: `ptexp-train -m logger=none prompt_encoder.num_virtual_tokens="
+        f"{','.join(map(str, s.sweep_tokens))}` on {s.sweep_train}/{s.sweep_eval}/{s.sweep_test} examples, 1 epoch; "
+        "a job's `runtime` (metrics.json) runs from the start of `ptexp.run.run` to its last file; the sweep's wall "
+        "adds interpreter start-up, composition, the sweeper's planning and the report callback (results.csv, "
+        "ablation table, plots).",
+        f"- figure 6: {s.cost_steps} training steps per point, no evaluation or checkpoints, in one process after a "
+        f"warm-up run, {s.cost_reps} interleaved repetition(s), median throughput.",
+        "",
+        "### Accuracy (equal hyperparameters, same steps)",
+        "",
+        "| peer | validation acc (epoch) | validation loss | test acc | test loss | train_runtime s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in (("ptexp-train", pt), ("dynamic-padding script", dy), ("seed-style script (128)", sd)):
+        r = runs[0]
+        lines.append(
+            f"| {name} | {fmt(r['val_acc'], 4)} ({r['val_epoch']}) | {fmt(r['val_loss'], 4)} | "
+            f"{fmt(r['test_acc'], 4)} | {fmt(r['test_loss'], 4)} | "
+            f"{fmt(median([x['train_runtime'] for x in runs]), 1)} |"
+        )
+    same_val = all(abs(p["val_loss"] - d["val_per_epoch"].get(p["val_epoch"], {}).get("loss", 1e9)) < 1e-5
+                   for p, d in zip(pt, dy))
+    same_test = all(abs(p["test_loss"] - d["test_loss"]) < 1e-5 for p, d in zip(pt, dy))
+    lines += [
+        "",
+        f"ptexp vs the dynamic script: validation metrics at ptexp's best epoch "
+        f"{'identical' if same_val else 'DIFFERENT'}; test metrics {'identical' if same_test else 'different'}"
+        + ("" if same_test else " (ptexp tests its best epoch, the script its last: equal only when those coincide)")
+        + ". The seed-style script pads to 128, so its numbers differ only by floating-point summation order "
+        "and by the few tweets longer than 64 tokens.",
+        "",
+        "### Memory",
+        "",
+        "RSS (MiB) of one process after each in-process job (index 0: after imports, before the first job): "
+        + ", ".join(f"{x:.0f}" for x in rss),
+        "",
+        "### Cost growth",
+        "",
+        "| num_virtual_tokens | encoder_hidden_size | train samples/s (median) | / baseline (n=10, h=128) |",
+        "|---|---|---|---|",
+    ]
+    for key, value in med_cost.items():
+        n, h = key.split(",")
+        lines.append(f"| {n} | {h} | {fmt(value, 1)} | {fmt(value / base)} |")
+    if plot is not None:
+        rel = os.path.relpath(plot, out.parent)
+        lines += ["", f"![throughput against prompt length and encoder width]({rel})"]
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _slope(values: list[float]) -> float:
+    """Least-squares slope of values against their index."""
+    if len(values) < 2:
+        return 0.0
+    xs = range(len(values))
+    mx, my = statistics.fmean(xs), statistics.fmean(values)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, values)) / sum((x - mx) ** 2 for x in xs)
+
+
+def plot_cost(s: Settings, cost: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = {k: median(v) for k, v in cost["samples"].items()}
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    a.plot(list(s.cost_tokens), [med[f"{n},128"] for n in s.cost_tokens], "o-")
+    a.set(xlabel="num_virtual_tokens (encoder_hidden_size=128)", ylabel="train samples / s", xscale="log")
+    b.plot(list(s.cost_hidden), [med[f"10,{h}"] for h in s.cost_hidden], "o-")
+    b.set(xlabel="encoder_hidden_size (num_virtual_tokens=10)", xscale="log")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"P-tuning training throughput, {s.cost_steps} steps of batch {s.batch}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def append_report(out: Path, section: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = out.read_text() if out.is_file() else INTRO
+    out.write_text(text.rstrip("\n") + "\n\n" + section)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke mode: tiny random BERT, tiny slices, 1 repetition")
+    p.add_argument("--out", type=Path, default=None, help=f"the report to append to (default {DEFAULT_OUT})")
+    p.add_argument("--plot", type=Path, default=None, help="the cost-growth PNG (default: beside the report)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
+    p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, run folders)")
+    # Internal: the in-process loops run as children of this file.
+    p.add_argument("--worker", choices=("tiny", "memory", "cost"), help=argparse.SUPPRESS)
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    s = settings(args.quick, args.reps)
+    if args.worker:
+        worker_main(args.worker, s, args.model, args.workdir, args.result)
+        return 0
+
+    command = shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    out = (args.out or DEFAULT_OUT).resolve()
+    if args.plot:
+        plot_path = args.plot.resolve()
+    elif out == DEFAULT_OUT:
+        plot_path = DEFAULT_PLOT
+    else:
+        plot_path = out.parent / DEFAULT_PLOT.name
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="ptexp-bench-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()
+    print(f"ptexp bench ({'quick' if s.quick else 'full'}), scratch {work}", flush=True)
+    try:
+        model = EMBEDDED_MODEL
+        if s.quick:
+            model = str(work / "tiny-bert")
+            run_worker("tiny", s, model, work)
+        print("CLI latency", flush=True)
+        cli = bench_cli(s, work)
+        print("ptexp-train vs the scripts", flush=True)
+        peers = bench_peers(s, model, work)
+        print("sweep amortisation", flush=True)
+        sweep = bench_sweep(s, model, work)
+        print("memory across in-process jobs", flush=True)
+        memory = run_worker("memory", s, model, work)
+        print("cost growth", flush=True)
+        cost = run_worker("cost", s, model, work)
+        plot = plot_cost(s, cost, plot_path)
+        section = build_section(
+            s,
+            command,
+            started,
+            time.perf_counter() - t0,
+            (load0, os.getloadavg()),
+            peers,
+            sweep,
+            cli,
+            memory,
+            cost,
+            plot,
+            out,
+        )
+        append_report(out, section)
+    finally:
+        if not (args.keep or args.workdir):
+            shutil.rmtree(work, ignore_errors=True)
+    print(section)
+    print(f"appended to {out}; plot {plot}; {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptexp.jobs import METRICS_FILE
 from ptexp.outputs import environment, write_atomic, write_json
-from ptexp.validate import check_positions, check_run, check_trainer
+from ptexp.validate import check_positions, check_run, check_trainer, effective_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,9 @@ def cpu_allotment() -> int:
 def training_arguments(cfg: DictConfig, run_dir: Path, task_metric: str, use_wandb: bool) -> Any:
     from transformers import TrainingArguments
 
-    args = check_trainer(cfg.trainer)
-    # Honoured by ptexp's own best-epoch restore instead (the Trainer's breaks on P-tuning).
-    args.pop("load_best_model_at_end", None)
+    args = effective_trainer_args(check_trainer(cfg.trainer))
     args.setdefault("metric_for_best_model", task_metric)
     args.setdefault("greater_is_better", args["metric_for_best_model"].removeprefix("eval_") != "loss")
-    # transformers 5 doubles the loss under DDP otherwise (GUIDE §7).
-    args.setdefault("average_tokens_across_devices", False)
-    args.setdefault("ddp_find_unused_parameters", False)
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINT_DIR),
         report_to=["wandb"] if use_wandb else "none",

@@ -111,13 +111,31 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def effective_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The trainer group as given, plus what P-tuning and distributed CPU runs need."""
+    import os
+
+    import torch
+
+    kwargs = dict(args)
+    # Honoured by ptexp's own best-epoch restore instead (the Trainer's breaks on P-tuning).
+    kwargs.pop("load_best_model_at_end", None)
+    # transformers 5 doubles the loss under DDP otherwise (GUIDE §7).
+    kwargs.setdefault("average_tokens_across_devices", False)
+    kwargs.setdefault("ddp_find_unused_parameters", False)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # accelerate only treats a multi-process CPU run as distributed (DDP) with use_cpu.
+        kwargs.setdefault("use_cpu", True)
+    return kwargs
+
+
 def _construct(args: dict[str, Any]) -> None:
     """Let TrainingArguments' own __post_init__ judge enum values and combinations."""
     import tempfile
 
     from transformers import TrainingArguments
 
-    kwargs = {k: v for k, v in args.items() if k != "load_best_model_at_end"}
+    kwargs = effective_trainer_args(args)
     try:
         TrainingArguments(output_dir=tempfile.gettempdir(), report_to="none", **kwargs)
     except (ValueError, TypeError) as err:

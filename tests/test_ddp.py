@@ -32,19 +32,32 @@ def tiny_bert_no_dropout(tmp_path_factory, tiny_bert) -> Path:
 
 def train(cmd_prefix: list[str], overrides: list[str], run_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*cmd_prefix, "-m", "ptexp.train", *overrides, f"hydra.run.dir={run_dir}"], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*cmd_prefix, "-m", "ptexp.train", *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_gloo_ddp_matches_single_process(tiny_bert_no_dropout, tweet_files, tmp_path) -> None:
     common = [
-        *tiny_overrides(tiny_bert_no_dropout, tweet_files, tmp_path), "logger=none", "trainer.max_steps=6",
-        "+trainer.train_sampling_strategy=sequential", "trainer.logging_steps=1",
+        *tiny_overrides(tiny_bert_no_dropout, tweet_files, tmp_path),
+        "logger=none",
+        "trainer.max_steps=6",
+        "+trainer.train_sampling_strategy=sequential",
+        "trainer.logging_steps=1",
     ]
     single = train([sys.executable], [*common, "trainer.per_device_train_batch_size=16"], tmp_path / "one", tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"],
-                [*common, "trainer.per_device_train_batch_size=8", "+trainer.ddp_backend=gloo"], tmp_path / "two", tmp_path)
+    ddp = train(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"],
+        [*common, "trainer.per_device_train_batch_size=8", "+trainer.ddp_backend=gloo"],
+        tmp_path / "two",
+        tmp_path,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = read_json(tmp_path / "one" / "metrics.json"), read_json(tmp_path / "two" / "metrics.json")
     assert two["world_size"] == 2 and one["world_size"] == 1

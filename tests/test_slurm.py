@@ -17,21 +17,27 @@ from tests.test_sweeps import base_overrides
 pytestmark = pytest.mark.slurm
 
 SLURM_LAUNCHER = [
-    "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=10",
 ]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm_env() -> dict[str, str]:
     root = Path(__file__).resolve().parents[1]
-    status = subprocess.run(["bash", str(root / "scripts" / "slurm-local.sh"), "status"], capture_output=True, text=True)
+    status = subprocess.run(
+        ["bash", str(root / "scripts" / "slurm-local.sh"), "status"], capture_output=True, text=True
+    )
     if status.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"the local SLURM cluster is not up in CI:\n{status.stdout}{status.stderr}")
         pytest.skip("local SLURM is not up: run scripts/slurm-local.sh up")
-    env_line = subprocess.run(["bash", str(root / "scripts" / "slurm-local.sh"), "env"], capture_output=True,
-                              text=True, check=True).stdout
+    env_line = subprocess.run(
+        ["bash", str(root / "scripts" / "slurm-local.sh"), "env"], capture_output=True, text=True, check=True
+    ).stdout
     conf = env_line.strip().split("=", 1)[1].strip("'\"")
     os.environ["SLURM_CONF"] = conf
     return {"SLURM_CONF": conf}
@@ -41,8 +47,9 @@ def multirun(args: list[str], cwd: Path, wait: bool = True, timeout: int = 600):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -64,7 +71,9 @@ def test_sbatch_sweep_matches_basic_launcher_and_isolates_a_failure(tiny_bert, t
     common = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "trainer.max_steps=4"]
     basic = multirun([*common, "sweep_name=basic", "prompt_encoder.num_virtual_tokens=1,2"], tmp_path)
     assert basic.returncode == 0, basic.stdout[-2000:] + basic.stderr[-2000:]
-    slurm = multirun([*common, *SLURM_LAUNCHER, "sweep_name=slurm", "prompt_encoder.num_virtual_tokens=1,2,0"], tmp_path)
+    slurm = multirun(
+        [*common, *SLURM_LAUNCHER, "sweep_name=slurm", "prompt_encoder.num_virtual_tokens=1,2,0"], tmp_path
+    )
     assert slurm.returncode == 1, slurm.stdout[-3000:] + slurm.stderr[-3000:]
     root = tmp_path / "outputs" / "multiruns"
     assert (root / "slurm" / ".submitit").is_dir()  # really went through sbatch
@@ -72,18 +81,28 @@ def test_sbatch_sweep_matches_basic_launcher_and_isolates_a_failure(tiny_bert, t
     assert "num_virtual_tokens=0" in slurm.stderr
     results = (root / "slurm" / "report" / "results.csv").read_text()
     assert results.count("completed") == 2 and results.count("failed") == 1
-    assert (root / "slurm" / "report" / "ablation.md").read_text() == (root / "basic" / "report" / "ablation.md").read_text()
+    assert (root / "slurm" / "report" / "ablation.md").read_text() == (
+        root / "basic" / "report" / "ablation.md"
+    ).read_text()
 
 
 def test_job_killed_by_scancel_is_reported_and_nothing_waits(tiny_bert, tweet_files, tmp_path) -> None:
-    args = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), *SLURM_LAUNCHER, "sweep_name=cancel",
-            "prompt_encoder.num_virtual_tokens=1,2", "trainer.num_train_epochs=1000", "trainer.eval_strategy=no",
-            "trainer.save_strategy=no"]
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        *SLURM_LAUNCHER,
+        "sweep_name=cancel",
+        "prompt_encoder.num_virtual_tokens=1,2",
+        "trainer.num_train_epochs=1000",
+        "trainer.eval_strategy=no",
+        "trainer.save_strategy=no",
+    ]
     before = {job for job, _ in slurm_jobs()}
     proc = multirun(args, tmp_path, wait=False)
     try:
-        wait_for(lambda: len([j for j, state in slurm_jobs() if j not in before and state == "RUNNING"]) == 2,
-                 what="both array tasks running")
+        wait_for(
+            lambda: len([j for j, state in slurm_jobs() if j not in before and state == "RUNNING"]) == 2,
+            what="both array tasks running",
+        )
         running = sorted(j for j, _ in slurm_jobs() if j not in before)
         subprocess.run(["scancel", *running], check=True)
         out, _ = proc.communicate(timeout=240)
@@ -99,17 +118,27 @@ def test_job_killed_by_scancel_is_reported_and_nothing_waits(tiny_bert, tweet_fi
 
 
 def test_requeued_job_resumes_with_identical_final_metrics(tiny_bert, tweet_files, tmp_path) -> None:
-    common = [*base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), "dataset.max_train_samples=96",
-              "trainer.per_device_train_batch_size=8", "trainer.num_train_epochs=6", "prompt_encoder.num_virtual_tokens=3"]
+    common = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "dataset.max_train_samples=96",
+        "trainer.per_device_train_batch_size=8",
+        "trainer.num_train_epochs=6",
+        "prompt_encoder.num_virtual_tokens=3",
+    ]
     reference = multirun([*common, "sweep_name=reference", "seed=5"], tmp_path)
     assert reference.returncode == 0, reference.stderr[-3000:]
     before = {job for job, _ in slurm_jobs()}
-    proc = multirun([*common, *SLURM_LAUNCHER, "hydra.launcher.max_num_timeout=3", "sweep_name=requeue", "seed=5"],
-                    tmp_path, wait=False)
+    proc = multirun(
+        [*common, *SLURM_LAUNCHER, "hydra.launcher.max_num_timeout=3", "sweep_name=requeue", "seed=5"],
+        tmp_path,
+        wait=False,
+    )
     job_dir = tmp_path / "outputs" / "multiruns" / "requeue" / "job"
     try:
-        wait_for(lambda: any((p / "trainer_state.json").is_file() for p in job_dir.glob("checkpoints/checkpoint-*")),
-                 what="the first epoch checkpoint")
+        wait_for(
+            lambda: any((p / "trainer_state.json").is_file() for p in job_dir.glob("checkpoints/checkpoint-*")),
+            what="the first epoch checkpoint",
+        )
         (job_id,) = [j for j, _ in slurm_jobs() if j not in before]
         # what SLURM sends before a time limit or on preemption (submitit's --signal=USR2@...)
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,8 @@ def wandb_run(
     os.environ["WANDB_MODE"] = logger_cfg.mode
     os.environ["WANDB_DIR"] = str(run_dir)
     os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(
+    run = _init_when_free(
+        wandb,
         project=logger_cfg.project,
         entity=logger_cfg.entity,
         group=logger_cfg.group or group,
@@ -59,3 +61,20 @@ def wandb_run(
         exit_code = 0
     finally:
         wandb.finish(exit_code=exit_code)
+
+
+def _init_when_free(wandb: Any, attempts: int = 24, wait_s: float = 5.0, **kwargs: Any) -> Any:
+    """wandb.init, waiting while a killed predecessor's W&B service still holds this run id.
+
+    A job killed with SIGKILL and relaunched at once (a resumed sweep, a requeued SLURM job)
+    finds its orphaned wandb-core alive for a few seconds: init fails with "run ID ... is in
+    use" until it exits. Starting a new id instead would duplicate the run.
+    """
+    for attempt in range(attempts):
+        try:
+            return wandb.init(**kwargs)
+        except Exception as err:  # wandb raises its internal ServerResponseError here
+            if "is in use" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")

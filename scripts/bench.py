@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,12 @@ class Settings:
     cost_reps: int = 2
     cost_tokens: tuple[int, ...] = (1, 10, 50, 100)
     cost_hidden: tuple[int, ...] = (32, 128, 512)
-    model: str = EMBEDDED_MODEL
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Intra-op threads of every child (0: each program's own default, all cores).
+    threads: int = 1
+    run_separate: bool = True
 
 
-def settings(quick: bool, reps: int | None) -> Settings:
+def settings(quick: bool, reps: int | None, threads: int) -> Settings:
     if quick:
         return Settings(
             quick=True,
@@ -132,12 +133,28 @@ def settings(quick: bool, reps: int | None) -> Settings:
             sweep_train=16,
             sweep_eval=16,
             sweep_test=16,
-            mem_jobs=10,
+            mem_jobs=4,
             cost_steps=2,
             cost_reps=1,
+            threads=threads,
+            # Three more interpreter start-ups (~8 s each) for an informational row.
+            run_separate=False,
         )
-    # ~60 training steps per run: 30-60 s for ptexp-train on an idle 2-core machine.
-    return Settings(quick=False, reps=reps or 3, cli_reps=5, train=480, eval=200, test=200, epochs=2)
+    # 28 training steps per run: ~35 s for ptexp-train on one thread, ~70 s for the seed-style script.
+    return Settings(
+        quick=False,
+        reps=reps or 3,
+        cli_reps=5,
+        train=224,
+        eval=100,
+        test=100,
+        epochs=2,
+        sweep_train=96,
+        sweep_eval=64,
+        sweep_test=64,
+        cost_steps=6,
+        threads=threads,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,10 +169,19 @@ class Timed:
     log: Path
 
 
+THREADS = 1
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     env.pop("HYDRA_FULL_ERROR", None)
+    if THREADS > 0:
+        # On a shared machine, two intra-op threads with one core taken by someone else wait on each
+        # other at every op (a MiniLM step went from 0.68 s on 1 thread to 2.8 s on 2): one thread
+        # per child keeps the figures about the programs, not about the neighbours.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PTEXP_NUM_THREADS"):
+            env[var] = str(THREADS)
     return env
 
 
@@ -318,7 +344,7 @@ def bench_sweep(s: Settings, model: str, work: Path) -> dict[str, Any]:
                     raise RuntimeError(f"sweep {rep}: {len(jobs)} of {len(tokens)} jobs finished")
                 row["sweep_wall"] = t.wall
                 row["job_runtime"] = sum(json.loads(p.read_text())["runtime"] for p in jobs)
-            else:
+            elif s.run_separate:
                 walls = []
                 for n in tokens:
                     folder = work / "separate" / f"nvt{n}-{rep}"
@@ -332,9 +358,10 @@ def bench_sweep(s: Settings, model: str, work: Path) -> dict[str, Any]:
                     walls.append(timed(cmd, cwd=work, log=work / "logs" / f"separate-{n}-{rep}.log").wall)
                 row["separate_wall"] = sum(walls)
         reps.append(row)
+        separate = f", separate {row['separate_wall']:.1f} s" if "separate_wall" in row else ""
         print(
             f"  [sweep rep {rep + 1}/{s.reps}] sweep {row['sweep_wall']:.1f} s, jobs' runtime "
-            f"{row['job_runtime']:.1f} s, separate {row['separate_wall']:.1f} s",
+            f"{row['job_runtime']:.1f} s{separate}",
             flush=True,
         )
     return {"reps": reps}
@@ -443,36 +470,52 @@ def worker_cost(s: Settings, model: str, work: Path) -> dict[str, Any]:
     return {"samples": samples}
 
 
-def worker_main(kind: str, s: Settings, model: str, work: Path, result: Path) -> None:
+def warm_caches(s: Settings, model: str, work: Path) -> None:
+    """Load and tokenise the peers' and the sweep's slices once, untimed: datasets caches them on
+    disk by fingerprint, and a cold cache (~5 s) would otherwise land on whichever peer runs first."""
+    from ptexp.data import load_splits
+    from ptexp.modeling import build_model
+    from ptexp.tasks import get_task
+
+    for train, eval_, test, epochs in (
+        (s.train, s.eval, s.test, s.epochs),
+        (s.sweep_train, s.sweep_eval, s.sweep_test, 1),
+    ):
+        cfg = _compose([*ptexp_overrides(s, model, train, eval_, test, epochs), f"paths.root={work / 'warm'}"])
+        task = get_task(cfg.dataset.task)
+        data = load_splits(cfg.dataset)
+        tokenizer, _ = build_model(cfg.model, cfg.prompt_encoder, task, data.label_names)
+        task.tokenize(data.splits, tokenizer, cfg.dataset.max_length)
+
+
+def worker_main(s: Settings, model: str, work: Path, result: Path) -> None:
+    """The in-process figures, in one child: memory first, so that its RSS holds only ptexp jobs."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    if kind == "tiny":
+    if s.quick:
         build_tiny_bert(Path(model))
-        data: dict[str, Any] = {}
-    elif kind == "memory":
-        data = worker_memory(s, model, work)
-    else:
-        data = worker_cost(s, model, work)
+    data = {"memory": worker_memory(s, model, work), "cost": worker_cost(s, model, work)}
+    warm_caches(s, model, work)
     result.write_text(json.dumps(data))
 
 
-def run_worker(kind: str, s: Settings, model: str, work: Path) -> dict[str, Any]:
-    result = work / f"{kind}.json"
+def run_worker(s: Settings, model: str, work: Path) -> dict[str, Any]:
+    result = work / "inproc.json"
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--worker",
-        kind,
         "--model",
         model,
         "--workdir",
         str(work),
         "--result",
         str(result),
+        f"--threads={s.threads}",
         *(["--quick"] if s.quick else []),
     ]
-    timed(cmd, cwd=work, log=work / "logs" / f"worker-{kind}.log")
+    timed(cmd, cwd=work, log=work / "logs" / "worker-inproc.log")
     return json.loads(result.read_text())
 
 
@@ -550,6 +593,13 @@ def build_section(
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- load average (1/5/15 min) at start {fmt_list(list(loads[0]))}, at end {fmt_list(list(loads[1]))}",
         f"- repetitions: {s.reps} (CLI: {s.cli_reps}); total bench wall time {total_s / 60:.1f} min",
+        "- threads: "
+        + (
+            f"every child pinned to {s.threads} intra-op thread(s) (OMP_NUM_THREADS, PTEXP_NUM_THREADS): on a "
+            "shared machine two threads with one core busy elsewhere wait on each other at every op"
+            if s.threads > 0
+            else "each program's default (all cores)"
+        ),
         "",
     ]
     rows: list[tuple[str, str, str, str, str, str]] = []
@@ -583,7 +633,7 @@ def build_section(
     # 3
     sw = sweep["reps"]
     amort = [r["sweep_wall"] / r["job_runtime"] for r in sw]
-    versus = [r["sweep_wall"] / r["separate_wall"] for r in sw]
+    versus = [r["sweep_wall"] / r["separate_wall"] for r in sw if "separate_wall" in r]
     n_jobs = len(s.sweep_tokens)
     rows.append(
         (
@@ -600,7 +650,9 @@ def build_section(
         (
             "sweep_vs_separate",
             f"{n_jobs}-job sweep wall / Σ {n_jobs} separate `ptexp-train` walls",
-            f"{fmt(median(versus), 3)} ({fmt(median([r['separate_wall'] for r in sw]), 1)} s separate)",
+            f"{fmt(median(versus), 3)} ({fmt(median([r['separate_wall'] for r in sw]), 1)} s separate)"
+            if versus
+            else "not measured (--quick)",
             fmt_list(versus, 3),
             "(info)",
             "",
@@ -696,8 +748,9 @@ def build_section(
             f"{fmt(r['test_acc'], 4)} | {fmt(r['test_loss'], 4)} | "
             f"{fmt(median([x['train_runtime'] for x in runs]), 1)} |"
         )
-    same_val = all(abs(p["val_loss"] - d["val_per_epoch"].get(p["val_epoch"], {}).get("loss", 1e9)) < 1e-5
-                   for p, d in zip(pt, dy))
+    same_val = all(
+        abs(p["val_loss"] - d["val_per_epoch"].get(p["val_epoch"], {}).get("loss", 1e9)) < 1e-5 for p, d in zip(pt, dy)
+    )
     same_test = all(abs(p["test_loss"] - d["test_loss"]) < 1e-5 for p, d in zip(pt, dy))
     lines += [
         "",
@@ -775,18 +828,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, run folders)")
-    # Internal: the in-process loops run as children of this file.
-    p.add_argument("--worker", choices=("tiny", "memory", "cost"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads of every child (default 1: robust on a shared machine; 0: programs' defaults)",
+    )
+    # Internal: the in-process loops run as a child of this file.
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    global THREADS
     args = parse_args(argv)
-    s = settings(args.quick, args.reps)
+    s = settings(args.quick, args.reps, args.threads)
+    THREADS = s.threads
     if args.worker:
-        worker_main(args.worker, s, args.model, args.workdir, args.result)
+        worker_main(s, args.model, args.workdir, args.result)
         return 0
 
     command = shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
@@ -804,20 +865,16 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     print(f"ptexp bench ({'quick' if s.quick else 'full'}), scratch {work}", flush=True)
     try:
-        model = EMBEDDED_MODEL
-        if s.quick:
-            model = str(work / "tiny-bert")
-            run_worker("tiny", s, model, work)
+        model = str(work / "tiny-bert") if s.quick else EMBEDDED_MODEL
+        print("in-process: memory across jobs, cost growth (and cache warm-up)", flush=True)
+        inproc = run_worker(s, model, work)
+        memory, cost = inproc["memory"], inproc["cost"]
         print("CLI latency", flush=True)
         cli = bench_cli(s, work)
         print("ptexp-train vs the scripts", flush=True)
         peers = bench_peers(s, model, work)
         print("sweep amortisation", flush=True)
         sweep = bench_sweep(s, model, work)
-        print("memory across in-process jobs", flush=True)
-        memory = run_worker("memory", s, model, work)
-        print("cost growth", flush=True)
-        cost = run_worker("cost", s, model, work)
         plot = plot_cost(s, cost, plot_path)
         section = build_section(
             s,

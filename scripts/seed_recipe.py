@@ -127,9 +127,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = get_peft_model(model, peft_config)
 
     padding = "max_length" if args.padding == "max_length" else False
+    max_length = args.max_length
 
+    # Closes over constants only (not `args`, which holds the output folder), so datasets can
+    # cache the tokenised splits across runs by fingerprint, as it does for ptexp.
     def tokenize(batch: dict[str, list]) -> Any:
-        return tokenizer(batch["text"], truncation=True, padding=padding, max_length=args.max_length)
+        return tokenizer(batch["text"], truncation=True, padding=padding, max_length=max_length)
 
     tokenized = data.splits.map(tokenize, batched=True, remove_columns=["text"])
 

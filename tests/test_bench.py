@@ -1,0 +1,76 @@
+"""Smoke test of scripts/bench.py --quick: it runs end to end and writes every row.
+
+No timing assertions: the figures of a smoke run on a tiny random model mean nothing, and
+timings on a shared machine are noise. The report goes to a tmp path, never BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "scripts" / "bench.py"
+ROWS = (
+    "overhead",
+    "vs_seed",
+    "sweep",
+    "sweep_vs_separate",
+    "cli_help",
+    "cli_cfg_job",
+    "peak_rss",
+    "rss_growth",
+    "cost_tokens",
+    "cost_hidden",
+)
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    real = REPO / "BENCHMARKS.md"
+    before = real.read_bytes() if real.exists() else None
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    text = out.read_text()
+    assert text.startswith("# ptexp benchmarks")
+    assert "quick (smoke, tiny random BERT)" in text
+    for needle in ("- command: `python scripts/bench.py --quick", "- machine: nproc", "torch ", "transformers ", "peft "):
+        assert needle in text, needle
+    table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    for row in ROWS:
+        assert row in table, f"row {row} missing:\n{text}"
+    # Both peers trained the same model on the same data: identical metrics.
+    assert "validation metrics at ptexp's best epoch identical" in text
+    plot = tmp_path / "bench_cost_growth.png"
+    assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](bench_cost_growth.png)" in text
+    # The smoke run never touches the committed report.
+    assert (real.read_bytes() if real.exists() else None) == before
+
+
+def test_second_run_appends_under_one_intro(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    out = tmp_path / "B.md"
+    bench.append_report(out, "## first\n")
+    bench.append_report(out, "## second\n")
+    text = out.read_text()
+    assert text.count("# ptexp benchmarks") == 1
+    assert text.index("## first") < text.index("## second")

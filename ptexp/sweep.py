@@ -134,20 +134,19 @@ class PtexpSweeper(BasicSweeper):
         return jobs, swept
 
     @staticmethod
-    def _name_jobs(jobs: list[list[str]], swept: list[str]) -> list[list[str]]:
-        """Name each job's folder by its swept values only (``num_virtual_tokens=5,seed=1``):
-        readable, and stable across re-launches with the same axes."""
+    def _job_names(jobs: list[list[str]], swept: list[str]) -> list[str]:
+        """Each job's folder name: its swept values only (``num_virtual_tokens=5,seed=1``),
+        readable and stable across re-launches with the same axes."""
         from ptexp.train import slug
 
         short = {k: k.rsplit(".", 1)[-1] for k in swept}
         if len(set(short.values())) < len(short):
             short = {k: k for k in swept}
-        named = []
+        names = []
         for job in jobs:
             values = dict(o.split("=", 1) for o in job)
-            name = ",".join(f"{short[k]}={values[k]}" for k in swept if k in values) or "job"
-            named.append([*job, f"hydra.sweep.subdir='{slug(name)}'"])
-        return named
+            names.append(slug(",".join(f"{short[k]}={values[k]}" for k in swept if k in values) or "job"))
+        return names
 
     def _dedupe(self, jobs: list[list[str]], swept: list[str]) -> tuple[list[list[str]], dict[str, list[str]]]:
         groups: OrderedDict[str, list[list[str]]] = OrderedDict()
@@ -180,29 +179,21 @@ class PtexpSweeper(BasicSweeper):
             )
         return kept, merged
 
-    def _job_dir(self, job: list[str]) -> Path:
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-
     # -- running ----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
         jobs, swept = self._expand(arguments)
         merged: dict[str, list[str]] = {}
         if self.dedupe:
             jobs, merged = self._dedupe(jobs, swept)
-        jobs = self._name_jobs(jobs, swept)
+        names = self._job_names(jobs, swept)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        dirs = [self._job_dir(job) for job in jobs]
-        write_json(
-            sweep_dir / SWEEP_FILE,
-            {
-                "axes": swept,
-                "jobs": [{"overrides": j[:-1], "dir": d.name} for j, d in zip(jobs, dirs)],
-                "merged": merged,
-            },
-        )
+        plan = [{"overrides": job, "dir": name} for job, name in zip(jobs, names)]
+        write_json(sweep_dir / SWEEP_FILE, {"axes": swept, "jobs": plan, "merged": merged})
+        # The folder is ours to name: each job carries it as a Hydra override.
+        jobs = [[*job, f"hydra.sweep.subdir='{name}'"] for job, name in zip(jobs, names)]
+        dirs = [sweep_dir / name for name in names]
         todo = [(j, d) for j, d in zip(jobs, dirs) if job_status(d) != "completed"]
         done = len(jobs) - len(todo)
         if done:

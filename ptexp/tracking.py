@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 def stable_run_id(run_dir: Path) -> str:
@@ -60,7 +63,10 @@ def wandb_run(
         yield run
         exit_code = 0
     finally:
-        wandb.finish(exit_code=exit_code)
+        try:
+            wandb.finish(exit_code=exit_code)
+        except Exception as err:  # a dead W&B service must not mask the run's own outcome
+            log.warning("wandb.finish failed: %s", err)
 
 
 def _init_when_free(wandb: Any, attempts: int = 24, wait_s: float = 5.0, **kwargs: Any) -> Any:

@@ -68,6 +68,17 @@ class PTuningTrainer(Trainer):
             model = self.accelerator.unwrap_model(self.model)
             save_file(trainable_state(model), os.path.join(output_dir, TRAINABLE_STATE))
 
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        try:
+            super().log(logs, *args, **kwargs)
+        except ConnectionError as err:
+            # The W&B service died (on SLURM the preemption signal reaches it too, and Go
+            # exits on USR2): keep training and checkpointing; the run's files still land.
+            from transformers.integrations import WandbCallback
+
+            log.warning("W&B logging stopped (%s); training goes on without it", err)
+            self.remove_callback(WandbCallback)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         load_trainable_state(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 

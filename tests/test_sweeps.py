@@ -3,7 +3,6 @@ W&B runs, report, kill + resume, failure isolation, no-op axes, paired axes, opt
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -209,7 +208,6 @@ def test_optuna_study_resumes_from_its_storage(tiny_bert, tweet_files, tmp_path)
         "hydra.sweeper.n_trials=4",
         "trainer.max_steps=2",
         "logger=none",
-        "hydra.sweeper.params.prompt_encoder.num_virtual_tokens=choice(1,2,4)",
     ]
     first = sweep(args, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
@@ -220,8 +218,10 @@ def test_optuna_study_resumes_from_its_storage(tiny_bert, tweet_files, tmp_path)
     trials = optuna.load_study(study_name="ptexp_lr_length", storage=storage).trials
     assert len(trials) == 8
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 6
-    best = json.loads(json.dumps(optuna.load_study(study_name="ptexp_lr_length", storage=storage).best_params))
-    assert set(best) == {"trainer.learning_rate", "prompt_encoder.num_virtual_tokens"}
+    study = optuna.load_study(study_name="ptexp_lr_length", storage=storage)
+    assert "trainer.learning_rate" in study.best_params
+    # every trial ran a distinct job folder in the study's sweep folder
+    assert len(list((tmp_path / "outputs" / "multiruns" / "hparams_search").glob("*/metrics.json"))) >= 6
 
 
 def test_resume_ignores_a_checkpoint_killed_while_saving(tmp_path) -> None:

@@ -1,0 +1,41 @@
+"""Sharing one machine between parallel jobs, and rank roles (no GPU needed)."""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+from ptexp.distributed import assign_gpu, is_main_process
+from ptexp.train import _share_machine
+
+
+def test_jobs_launched_together_get_distinct_gpus() -> None:
+    visible = ["0", "1", "2", "3"]
+    batch = [assign_gpu(num, n_jobs=4, visible=visible) for num in range(8, 12)]
+    assert sorted(batch) == visible
+    assert assign_gpu(5, n_jobs=8, visible=["0", "1"]) == "1"  # more jobs than GPUs: round-robin
+    assert assign_gpu(3, n_jobs=1, visible=visible) is None  # sequential launcher: leave as is
+    assert assign_gpu(3, n_jobs=4, visible=[]) is None  # CPU machine
+
+
+def test_parallel_launcher_splits_cores_and_gpus(monkeypatch) -> None:
+    monkeypatch.delenv("PTEXP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    hc = OmegaConf.create({"launcher": {"n_jobs": 2}, "job": {"num": 3}})
+    _share_machine(hc)
+    assert os.environ["PTEXP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def test_basic_launcher_leaves_the_machine_alone(monkeypatch) -> None:
+    monkeypatch.delenv("PTEXP_NUM_THREADS", raising=False)
+    _share_machine(OmegaConf.create({"launcher": {}, "job": {"num": 0}}))
+    assert "PTEXP_NUM_THREADS" not in os.environ
+
+
+def test_rank_zero_is_the_writer(monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()

@@ -48,7 +48,13 @@ def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("# ptexp benchmarks")
     assert "quick (smoke, tiny random BERT)" in text
-    for needle in ("- command: `python scripts/bench.py --quick", "- machine: nproc", "torch ", "transformers ", "peft "):
+    for needle in (
+        "- command: `python scripts/bench.py --quick",
+        "- machine: nproc",
+        "torch ",
+        "transformers ",
+        "peft ",
+    ):
         assert needle in text, needle
     table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     for row in ROWS:

@@ -51,10 +51,14 @@ TARGETS = {
     "cli_cfg_job": "< 1 s",
     "rss_growth": "no growth (< 1 MiB/job)",
 }
+# Every section's table has these rows (tests/test_bench.py checks them).
 ROW_IDS = (
     "overhead",
+    "overhead_cpu",
     "vs_seed",
+    "vs_seed_train",
     "sweep",
+    "sweep_fixed",
     "sweep_vs_separate",
     "cli_help",
     "cli_cfg_job",
@@ -164,8 +168,10 @@ def settings(quick: bool, reps: int | None, threads: int) -> Settings:
 @dataclass
 class Timed:
     wall: float
+    cpu: float  # user + system seconds of the child: less sensitive to the neighbours than wall time
     max_rss_mib: float
-    rc: int
+    started: float  # epoch seconds, to place the child's own log timestamps
+    ended: float
     log: Path
 
 
@@ -176,6 +182,9 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     env.pop("HYDRA_FULL_ERROR", None)
+    # Measure the ptexp of this checkout: a `pip install -e` of another clone would otherwise win
+    # for console scripts (seen on the shared machine: a CI clone re-pointed the editable install).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     if THREADS > 0:
         # On a shared machine, two intra-op threads with one core taken by someone else wait on each
         # other at every op (a MiniLM step went from 0.68 s on 1 thread to 2.8 s on 2): one thread
@@ -191,6 +200,7 @@ def timed(cmd: list[str], cwd: Path, log: Path, timeout: float = 1800) -> Timed:
     with open(log, "w") as out:
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
+        started = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
         watchdog = threading.Timer(timeout, proc.kill)
@@ -204,7 +214,24 @@ def timed(cmd: list[str], cwd: Path, log: Path, timeout: float = 1800) -> Timed:
     if proc.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}; log {log}:\n{tail}")
-    return Timed(wall=wall, max_rss_mib=usage.ru_maxrss / 1024, rc=proc.returncode, log=log)
+    return Timed(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        max_rss_mib=usage.ru_maxrss / 1024,
+        started=started,
+        ended=started + wall,
+        log=log,
+    )
+
+
+def hydra_events(log: Path, needle: str) -> list[float]:
+    """Epoch times of the child's Hydra log lines that contain `needle`."""
+    times = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("[20") and needle in line:
+            stamp = line[1 : line.index("]")]
+            times.append(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return times
 
 
 def last_json(log: Path) -> dict[str, Any]:
@@ -312,8 +339,12 @@ def bench_peers(s: Settings, model: str, work: Path) -> dict[str, Any]:
                     "train_runtime": r["train_runtime"],
                     "steps": r["global_step"],
                 }
-            runs[peer].append({"wall": t.wall, "rss": t.max_rss_mib, **result})
-            print(f"  [{peer} rep {rep + 1}/{s.reps}] {t.wall:.1f} s, peak RSS {t.max_rss_mib:.0f} MiB", flush=True)
+            runs[peer].append({"wall": t.wall, "cpu": t.cpu, "rss": t.max_rss_mib, **result})
+            print(
+                f"  [{peer} rep {rep + 1}/{s.reps}] {t.wall:.1f} s wall, {t.cpu:.1f} s CPU, "
+                f"peak RSS {t.max_rss_mib:.0f} MiB, train_runtime {result['train_runtime']:.1f} s",
+                flush=True,
+            )
     return runs
 
 
@@ -344,7 +375,13 @@ def bench_sweep(s: Settings, model: str, work: Path) -> dict[str, Any]:
                     raise RuntimeError(f"sweep {rep}: {len(jobs)} of {len(tokens)} jobs finished")
                 row["sweep_wall"] = t.wall
                 row["job_runtime"] = sum(json.loads(p.read_text())["runtime"] for p in jobs)
-            elif s.run_separate:
+                launched, completed = hydra_events(t.log, "Launching"), hydra_events(t.log, "completed")
+                if launched and len(completed) == len(launched):
+                    row["before_first"] = launched[0] - t.started
+                    row["between"] = sum(b - a for a, b in zip(completed[:-1], launched[1:]))
+                    row["after_last"] = t.ended - completed[-1]
+            elif s.run_separate and rep == 0:
+                # Informational, and three more full runs: measured once, not every repetition.
                 walls = []
                 for n in tokens:
                     folder = work / "separate" / f"nvt{n}-{rep}"
@@ -440,6 +477,7 @@ def worker_memory(s: Settings, model: str, work: Path) -> dict[str, Any]:
         run(_compose(overrides), work / "memory" / f"job{i}")
         gc.collect()
         rss.append(proc.memory_info().rss / 2**20)
+        print(f"{datetime.now():%H:%M:%S} memory job {i + 1}: RSS {rss[-1]:.0f} MiB", flush=True)
     return {"rss_mib": rss}
 
 
@@ -460,9 +498,11 @@ def worker_cost(s: Settings, model: str, work: Path) -> dict[str, Any]:
             f"prompt_encoder.encoder_hidden_size={h}",
             f"paths.root={work / 'cost'}",
         ]
-        return run(_compose(overrides), work / "cost" / f"{tag}-n{n}-h{h}")["train_samples_per_second"]
+        value = run(_compose(overrides), work / "cost" / f"{tag}-n{n}-h{h}")["train_samples_per_second"]
+        print(f"{datetime.now():%H:%M:%S} cost n={n} h={h}: {value:.1f} samples/s", flush=True)
+        return value
 
-    one(10, 128, "warmup")  # the first run pays for lazy imports and allocator growth
+    # No warm-up run: the memory loop ran first in this process (imports, allocator, caches).
     samples: dict[str, list[float]] = {f"{n},{h}": [] for n, h in points}
     for rep in range(s.cost_reps):
         for n, h in rotated(points, rep):
@@ -496,7 +536,8 @@ def worker_main(s: Settings, model: str, work: Path, result: Path) -> None:
     if s.quick:
         build_tiny_bert(Path(model))
     data = {"memory": worker_memory(s, model, work), "cost": worker_cost(s, model, work)}
-    warm_caches(s, model, work)
+    if not s.quick:  # a smoke run's timings mean nothing: save it the time
+        warm_caches(s, model, work)
     result.write_text(json.dumps(data))
 
 
@@ -619,6 +660,19 @@ def build_section(
             verdict(median(over) <= 1.03),
         )
     )
+    over_cpu = [p["cpu"] / d["cpu"] for p, d in zip(pt, dy)]
+    rows.append(
+        (
+            "overhead_cpu",
+            "`ptexp-train` CPU time / dynamic-padding script CPU time (cross-check, less noisy)",
+            f"{fmt(median(over_cpu), 3)} ({fmt(median([p['cpu'] for p in pt]), 1)} s / "
+            f"{fmt(median([d['cpu'] for d in dy]), 1)} s; difference "
+            f"{fmt(median([p['cpu'] - d['cpu'] for p, d in zip(pt, dy)]), 1)} s)",
+            fmt_list(over_cpu, 3),
+            "(info)",
+            "",
+        )
+    )
     rows.append(
         (
             "vs_seed",
@@ -630,10 +684,22 @@ def build_section(
             verdict(median(speed) >= 3),
         )
     )
+    speed_train = [q["train_runtime"] / p["train_runtime"] for p, q in zip(pt, sd)]
+    rows.append(
+        (
+            "vs_seed_train",
+            "seed-style `train_runtime` / ptexp `train_runtime` (training + per-epoch evaluation only)",
+            f"{fmt(median(speed_train))}×",
+            fmt_list(speed_train),
+            "(info)",
+            "",
+        )
+    )
     # 3
     sw = sweep["reps"]
     amort = [r["sweep_wall"] / r["job_runtime"] for r in sw]
     versus = [r["sweep_wall"] / r["separate_wall"] for r in sw if "separate_wall" in r]
+    parts = [r for r in sw if "before_first" in r]
     n_jobs = len(s.sweep_tokens)
     rows.append(
         (
@@ -646,11 +712,25 @@ def build_section(
             verdict(median(amort) <= 1.10),
         )
     )
+    if parts:
+        rows.append(
+            (
+                "sweep_fixed",
+                "the sweep's own time, outside its jobs (median s)",
+                f"before the first job {fmt(median([r['before_first'] for r in parts]), 1)} s, between jobs "
+                f"{fmt(median([r['between'] for r in parts]), 1)} s, after the last (report callback, exit) "
+                f"{fmt(median([r['after_last'] for r in parts]), 1)} s",
+                "",
+                "(info)",
+                "",
+            )
+        )
     rows.append(
         (
             "sweep_vs_separate",
             f"{n_jobs}-job sweep wall / Σ {n_jobs} separate `ptexp-train` walls",
-            f"{fmt(median(versus), 3)} ({fmt(median([r['separate_wall'] for r in sw]), 1)} s separate)"
+            f"{fmt(median(versus), 3)} ({fmt(median([r['separate_wall'] for r in sw if 'separate_wall' in r]), 1)} "
+            "s separate; first repetition only)"
             if versus
             else "not measured (--quick)",
             fmt_list(versus, 3),
@@ -733,8 +813,8 @@ def build_section(
         "a job's `runtime` (metrics.json) runs from the start of `ptexp.run.run` to its last file; the sweep's wall "
         "adds interpreter start-up, composition, the sweeper's planning and the report callback (results.csv, "
         "ablation table, plots).",
-        f"- figure 6: {s.cost_steps} training steps per point, no evaluation or checkpoints, in one process after a "
-        f"warm-up run, {s.cost_reps} interleaved repetition(s), median throughput.",
+        f"- figure 6: {s.cost_steps} training steps per point, no evaluation or checkpoints, in one process after the "
+        f"memory loop (so imports and caches are warm), {s.cost_reps} interleaved repetition(s), median throughput.",
         "",
         "### Accuracy (equal hyperparameters, same steps)",
         "",

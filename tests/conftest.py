@@ -21,6 +21,14 @@ import ptexp.train  # noqa: E402,F401  (registers resolvers and schemas)
 TWEET_LABELS = ("negative", "neutral", "positive")
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a ptexp subprocess: offline, and without the WANDB_* variables an
+    in-process run left behind. WANDB_SERVICE in particular would attach the child to this
+    process's wandb-core, which then outlives a killed child and keeps its run id "in use"."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k == "WANDB_SILENT"}
+    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
 def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_module(config_module="ptexp.conf", version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides or []))

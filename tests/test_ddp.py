@@ -3,7 +3,6 @@ and only rank 0 writes the run folder (GUIDE §7)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ptexp.outputs import read_json
-from tests.conftest import tiny_overrides
+from tests.conftest import subprocess_env, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def tiny_bert_no_dropout(tmp_path_factory, tiny_bert) -> Path:
 
 
 def train(cmd_prefix: list[str], overrides: list[str], run_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(OMP_NUM_THREADS="1")
     return subprocess.run(
         [*cmd_prefix, "-m", "ptexp.train", *overrides, f"hydra.run.dir={run_dir}"],
         cwd=cwd,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from ptexp.outputs import read_json
 from ptexp.predict import predict
 from ptexp.run import run
 from ptexp.trainer import NonFiniteLossError
-from tests.conftest import compose_cfg, set_key, tiny_overrides
+from tests.conftest import compose_cfg, set_key, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
 
@@ -119,7 +118,7 @@ def test_failed_run_finishes_its_wandb_run_and_writes_no_metrics(tiny_bert, twee
 
 
 def test_cli_trains_on_unseen_csv_with_only_paths_and_columns(tiny_bert, tweet_files, tmp_path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = subprocess_env()
     args = [
         f"model.name_or_path={tiny_bert}",
         "dataset=csv",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ptexp.outputs import read_json
+from tests.conftest import subprocess_env
 from tests.test_sweeps import base_overrides
 
 pytestmark = pytest.mark.slurm
@@ -44,7 +45,7 @@ def slurm_env() -> dict[str, str]:
 
 
 def multirun(args: list[str], cwd: Path, wait: bool = True, timeout: int = 600):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
     if not wait:
         return subprocess.Popen(

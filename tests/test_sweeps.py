@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ptexp.outputs import read_json
-from tests.conftest import compose_cfg, tiny_overrides
+from tests.conftest import compose_cfg, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
 GRID = [
@@ -35,7 +35,7 @@ def base_overrides(tiny_bert, tweet_files, root: Path) -> list[str]:
 
 
 def sweep(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
     if not wait:
         return subprocess.Popen(

@@ -883,9 +883,12 @@ def plot_cost(s: Settings, cost: dict[str, Any], path: Path) -> Path:
     a.set(xlabel="num_virtual_tokens (encoder_hidden_size=128)", ylabel="train samples / s", xscale="log")
     b.plot(list(s.cost_hidden), [med[f"10,{h}"] for h in s.cost_hidden], "o-")
     b.set(xlabel="encoder_hidden_size (num_virtual_tokens=10)", xscale="log")
-    for ax in (a, b):
+    for ax, values in ((a, s.cost_tokens), (b, s.cost_hidden)):
+        ax.set_xticks(list(values), [str(v) for v in values])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
-    fig.suptitle(f"P-tuning training throughput, {s.cost_steps} steps of batch {s.batch}")
+    threads = f"{s.threads} thread(s)" if s.threads > 0 else "default threads"
+    fig.suptitle(f"P-tuning training throughput, {s.cost_steps} steps of batch {s.batch}, {threads}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

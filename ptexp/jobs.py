@@ -111,9 +111,7 @@ def run_isolated(job_dir: Path, body: Callable[[], dict[str, Any]], metric: str)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # noqa: BLE001  (any failure of one job is recorded, the sweep goes on)
-        write_status(
-            job_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8)
-        )
+        write_status(job_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8))
         log.error("job %s failed: %s: %s", job_dir.name, type(err).__name__, err)
         return None
     write_status(job_dir, "completed")

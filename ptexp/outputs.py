@@ -15,11 +15,21 @@ from typing import Any
 PACKAGES = ("ptexp", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core", "omegaconf", "wandb")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file + rename, so a crash never leaves a half-written file."""
+    """Write via a temp file + rename, so a crash never leaves a half-written file. The file
+    gets the mode any other tool's output would (0666 minus the umask): mkstemp's 0600 would
+    hide results from colleagues on a shared cluster."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -68,15 +78,6 @@ def git_state(cwd: Path | None = None) -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-
-
-def gpu_count() -> int:
-    """Visible NVIDIA GPUs, without importing torch (which would initialise CUDA too early)."""
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def environment() -> dict[str, Any]:

@@ -8,12 +8,22 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tracking:
+    """How a run appears in W&B: its name, and for a sweep job its group and tags."""
+
+    name: str
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 def stable_run_id(run_dir: Path) -> str:
@@ -55,7 +65,8 @@ def wandb_run(
         mode=logger_cfg.mode,
         id=stable_run_id(run_dir),
         resume="allow",
-        # Without this a second job in the same process silently reuses the first job's run (GUIDE §5).
+        # Without this a second job in the same process silently reuses the first job's run
+        # (wandb 0.31's default reinit returns the active run).
         reinit="finish_previous",
     )
     exit_code = 1

@@ -2,14 +2,17 @@
 
 peft's adapter stores only the prompt encoder's *output* (``prompt_embeddings``) and the
 head, not the MLP/LSTM weights, and ``PeftModel`` cannot continue training from it
-(peft#1247, GUIDE §3); the Trainer's ``load_best_model_at_end`` fails on it too
-(peft#2256). So each checkpoint also holds every trainable tensor by name, and resuming
-or restoring the best epoch loads those. Optimizer, scheduler, RNG state and step are the
-Trainer's own checkpoint files, untouched.
+(peft#1247); the Trainer's ``load_best_model_at_end`` fails on it too (peft#2256). So each
+checkpoint also holds every trainable tensor by name, and resuming or restoring the best
+epoch loads those. Optimizer, scheduler, RNG state and step are the Trainer's own
+checkpoint files, untouched. A checkpoint also keeps the running sum of the training loss,
+so a resumed run reports the same ``train_loss`` as an uninterrupted one (the Trainer's
+covers only the steps of its own ``train()`` call).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,7 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 
-TRAINABLE_STATE = "trainable_state.safetensors"
+from ptexp.layout import TRAINABLE_STATE
+
+LOSS_STATE = "ptexp_loss_state.json"
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +66,27 @@ def last_complete_checkpoint(folder: str) -> str | None:
 
 
 class PTuningTrainer(Trainer):
+    #: Sum of the per-step training losses before this train() call (restored on resume).
+    _loss_before_resume: float = 0.0
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            # _total_loss_scalar holds what was logged in this call; _tr_loss what was not yet.
+            total = self._loss_before_resume + self._total_loss_scalar + float(self._tr_loss.item())
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, LOSS_STATE), "w") as f:
+                json.dump({"loss_sum": total, "global_step": self.state.global_step}, f)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        output = super().train(*args, **kwargs)
+        if not self._loss_before_resume:
+            return output
+        # The Trainer divides only this call's loss by only this call's steps.
+        loss = (self._loss_before_resume + self._total_loss_scalar) / max(self.state.global_step, 1)
+        output.metrics["train_loss"] = loss
+        return type(output)(output.global_step, loss, output.metrics)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:
@@ -81,6 +107,10 @@ class PTuningTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         load_trainable_state(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+        loss_file = os.path.join(resume_from_checkpoint, LOSS_STATE)
+        if os.path.isfile(loss_file):
+            with open(loss_file) as f:
+                self._loss_before_resume = float(json.load(f)["loss_sum"])
 
     def restore_best(self) -> str | None:
         """Load the best epoch's trainable weights (the Trainer's own best-metric bookkeeping)."""
@@ -147,3 +177,22 @@ class CheckpointOnSignal(TrainerCallback):
         if self.previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(self.signum, self.previous)
             self.previous = None
+
+
+class LogMetrics(TrainerCallback):
+    """Each epoch's training loss and validation metrics in the run's log (``train.log``),
+    so a run can be followed and audited without W&B."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        epoch = f"epoch {state.epoch:.2f} step {state.global_step}/{state.max_steps}"
+        if "eval_loss" in logs:
+            shown = {k.removeprefix("eval_"): v for k, v in logs.items() if k.startswith("eval_")}
+            log.info("%s validation: %s", epoch, _fmt({k: v for k, v in shown.items() if "per_second" not in k}))
+        elif "loss" in logs:
+            shown = {k: logs[k] for k in ("loss", "grad_norm", "learning_rate") if k in logs}
+            log.info("%s train: %s", epoch, _fmt(shown))
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ptexp.errors import ConfigError, closest
+from ptexp.experiment import DEFAULT_METRIC, METRICS, greater_is_better
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _training_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
-def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The trainer group as TrainingArguments kwargs; unknown keys and wrong types are errors."""
     args = (
         OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
@@ -107,37 +108,55 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"trainer.{key}={value!r} must be true or false.")
         if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"trainer.{key}={value!r} must be a number (default {default}).")
-    _construct(args)
+    metric = args.get("metric_for_best_model")
+    if metric is not None and str(metric).removeprefix("eval_") not in METRICS:
+        raise ConfigError(
+            f"trainer.metric_for_best_model='{metric}' is not a metric ptexp computes; choose one of {list(METRICS)}."
+        )
     return args
 
 
+def restores_best_epoch(args: dict[str, Any]) -> bool:
+    """ptexp's best-epoch rule, switched by the Trainer's own key (on unless set to false):
+    the Trainer's implementation fails on P-tuning models (peft#2256), so ptexp restores the
+    best epoch's trainable weights itself."""
+    return bool(args.get("load_best_model_at_end", True))
+
+
 def effective_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
-    """The trainer group as given, plus what P-tuning and distributed CPU runs need."""
+    """The trainer group as given, plus what P-tuning, CPU and distributed CPU runs need."""
     import os
 
     import torch
 
     kwargs = dict(args)
-    # Honoured by ptexp's own best-epoch restore instead (the Trainer's breaks on P-tuning).
-    kwargs.pop("load_best_model_at_end", None)
-    # transformers 5 doubles the loss under DDP otherwise (GUIDE §7).
+    kwargs.pop("load_best_model_at_end", None)  # ptexp's own rule: restores_best_epoch
+    metric = kwargs.setdefault("metric_for_best_model", DEFAULT_METRIC)
+    kwargs.setdefault("greater_is_better", greater_is_better(str(metric)))
+    # transformers 5 doubles the loss under DDP otherwise (average_tokens_across_devices).
     kwargs.setdefault("average_tokens_across_devices", False)
     kwargs.setdefault("ddp_find_unused_parameters", False)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # accelerate only treats a multi-process CPU run as distributed (DDP) with use_cpu.
-        kwargs.setdefault("use_cpu", True)
+    if not torch.cuda.is_available():
+        # Pinned memory needs an accelerator; on CPU it only prints a warning per loader.
+        kwargs["dataloader_pin_memory"] = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # accelerate only treats a multi-process CPU run as distributed (DDP) with use_cpu.
+            kwargs.setdefault("use_cpu", True)
     return kwargs
 
 
-def _construct(args: dict[str, Any]) -> None:
-    """Let TrainingArguments' own __post_init__ judge enum values and combinations."""
+def check_trainer(trainer_cfg: DictConfig | dict[str, Any], **fixed: Any) -> Any:
+    """The run's ``TrainingArguments``, built once. ``fixed`` are the fields ptexp derives from
+    the run (output_dir, report_to, run_name, seed); TrainingArguments' own ``__post_init__``
+    judges enum values and combinations, and its errors are turned into ConfigErrors."""
     import tempfile
 
     from transformers import TrainingArguments
 
-    kwargs = effective_trainer_args(args)
+    kwargs = effective_trainer_args(trainer_kwargs(trainer_cfg))
+    fixed = {"output_dir": tempfile.gettempdir(), "report_to": "none", **fixed}
     try:
-        TrainingArguments(output_dir=tempfile.gettempdir(), report_to="none", **kwargs)
+        return TrainingArguments(**fixed, **kwargs)
     except (ValueError, TypeError) as err:
         message = str(err).strip().splitlines()[0]
         # Name the offending key when the message quotes its value.
@@ -165,8 +184,9 @@ def check_positions(max_length: int, num_virtual_tokens: int, backbone_config: A
         )
 
 
-def check_run(cfg: DictConfig) -> list[str]:
-    """All checks that need no data or weights. Returns warnings to log."""
+def check_run(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
+    """Every check that needs no data or weights, once per run: returns the run's
+    TrainingArguments and the warnings to log."""
     from ptexp.data import check_sources
     from ptexp.tasks import get_task
 
@@ -174,13 +194,6 @@ def check_run(cfg: DictConfig) -> list[str]:
     check_logger(cfg.logger)
     check_sources(cfg.dataset)
     get_task(cfg.dataset.task)
-    args = check_trainer(cfg.trainer)
     if cfg.num_threads is not None and cfg.num_threads <= 0:
         raise ConfigError(f"num_threads={cfg.num_threads} must be positive (or null for the job's CPU allotment).")
-    metric = args.get("metric_for_best_model")
-    if metric is not None and metric.removeprefix("eval_") not in ("accuracy", "macro_f1", "loss"):
-        raise ConfigError(
-            f"trainer.metric_for_best_model='{metric}' is not a metric ptexp computes; "
-            "choose accuracy, macro_f1 or loss."
-        )
-    return warnings
+    return check_trainer(cfg.trainer, **trainer_fixed), warnings

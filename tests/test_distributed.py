@@ -6,8 +6,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from ptexp.distributed import assign_gpu, is_main_process
-from ptexp.train import _share_machine
+from ptexp.distributed import assign_gpu, is_main_process, share_machine
 
 
 def test_jobs_launched_together_get_distinct_gpus() -> None:
@@ -20,18 +19,16 @@ def test_jobs_launched_together_get_distinct_gpus() -> None:
 
 
 def test_parallel_launcher_splits_cores_and_gpus(monkeypatch) -> None:
-    monkeypatch.delenv("PTEXP_NUM_THREADS", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
     hc = OmegaConf.create({"launcher": {"n_jobs": 2}, "job": {"num": 3}})
-    _share_machine(hc)
-    assert os.environ["PTEXP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert share_machine(hc) == max(1, len(os.sched_getaffinity(0)) // 2)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
 
 
 def test_basic_launcher_leaves_the_machine_alone(monkeypatch) -> None:
-    monkeypatch.delenv("PTEXP_NUM_THREADS", raising=False)
-    _share_machine(OmegaConf.create({"launcher": {}, "job": {"num": 0}}))
-    assert "PTEXP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    assert share_machine(OmegaConf.create({"launcher": {}, "job": {"num": 0}})) is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,5"
 
 
 def test_rank_zero_is_the_writer(monkeypatch) -> None:

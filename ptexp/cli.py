@@ -1,0 +1,143 @@
+"""The command line around Hydra: a user's ``--help`` page, and checks of the overrides
+before Hydra composes them.
+
+Hydra reports an unknown option or key with exit 1 and no "did you mean", lists the schema
+nodes among the options, and lets ``+group.key=`` add a key that the schema does not have
+(the run then dies much later inside peft). These checks name the closest valid option or
+key, in one paragraph, with exit 2, before anything is composed, written or loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ptexp.errors import ConfigError, closest
+from ptexp.schema import GROUP_SCHEMAS, RunConfig
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+#: Config groups a user picks from, in the order the help page shows them.
+USER_GROUPS = ("model", "dataset", "prompt_encoder", "trainer", "logger", "experiment", "sweep", "hparams_search")
+
+
+def group_options(group: str) -> list[str]:
+    """A group's options: the YAML files of its folder (the schema nodes are not options)."""
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _fields(schema: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(schema) if not f.name.startswith("_")}
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a value parsed from the command line fits a schema field's type."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"Any": Any})  # the schema uses PEP 563 strings
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is Any:
+        return True
+    if origin in (list, dict) or annotation in (list, dict):
+        return isinstance(value, origin or annotation)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return not isinstance(value, (list, dict))
+    return True
+
+
+def _values(override: Any) -> list[Any]:
+    if not override.is_sweep_override():
+        return [override.value()]
+    return list(override.sweep_iterator()) if override.is_discrete_sweep() else []
+
+
+def check_overrides(arguments: list[str]) -> None:
+    """Raise a ConfigError for an unknown group option, an unknown key of a closed schema
+    (also with ``+``), or a value of the wrong type."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    overrides = [a for a in arguments if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # Hydra's own message about the syntax is better than ours
+    root_fields = _fields(RunConfig)
+    for override in parsed:
+        key = override.key_or_group
+        if "/" in key or key.split(".")[0] == "hydra" or override.type.name == "DEL":
+            continue
+        head, _, rest = key.partition(".")
+        if not rest and (CONF_DIR / key).is_dir():
+            options = group_options(key)
+            for value in _values(override):
+                if value is not None and str(value) not in options:
+                    near = closest(str(value), options)
+                    raise ConfigError(
+                        f"{key}={value} is not an option of the '{key}' group; closest: {near}. "
+                        f"Options: {', '.join(options)}."
+                    )
+            continue
+        if head == "trainer" or head not in GROUP_SCHEMAS and rest:
+            continue  # trainer is open: its keys are checked against TrainingArguments later
+        schema, name = (GROUP_SCHEMAS[head], rest.split(".")[0]) if rest else (RunConfig, key)
+        fields = _fields(schema) if rest else root_fields
+        where = f"the '{head}' group" if rest else "the root config"
+        if name not in fields:
+            plus = ""
+            if override.type.name != "CHANGE":
+                plus = " A '+' cannot add it: the group's keys are fixed by its schema."
+            raise ConfigError(
+                f"{key} is not a key of {where}; closest: {closest(name, fields)}.{plus} "
+                f"Valid keys: {', '.join(fields)}."
+            )
+        field = fields[name]
+        if rest.count(".") >= 1:
+            continue  # inside a mapping field such as dataset.load_kwargs.delimiter
+        for value in _values(override):
+            if not _accepts(field.type, value):
+                raise ConfigError(
+                    f"{key}={value!r} has the wrong type: {key} takes {field.type} ({field.metadata.get('help', '')})."
+                )
+
+
+def help_page() -> str:
+    """What ``ptexp-train --help`` prints: groups and their options, the main keys, commands."""
+    lines = [
+        "ptexp-train: P-tune a pretrained model from composable configs (Hydra).",
+        "",
+        "  ptexp-train [GROUP=OPTION ...] [KEY=VALUE ...]        one run",
+        "  ptexp-train -m KEY=V1,V2 ... | +sweep=PRESET          a sweep (one job per combination)",
+        "  ptexp-train -m +sweep=PRESET hydra.sweeper.plan=true  plan a sweep: count, finished, estimate",
+        "  ptexp-train --cfg job [overrides]                     print the composed config, run nothing",
+        "  ptexp-predict RUN_DIR TEXT ... | --file F             classify with a finished run",
+        "  ptexp-report SWEEP_OR_RUNS_DIR                        ablation table and figures",
+        "",
+        "Groups (GROUP=OPTION; sweep and experiment presets take a '+': +sweep=tokens_x_hidden):",
+    ]
+    lines += [f"  {group}: {', '.join(group_options(group))}" for group in USER_GROUPS]
+    lines += ["  hydra/launcher: basic (default), parallel, slurm, slurm_ddp, slurm_local, submitit_debug", ""]
+    lines.append("Keys (KEY=VALUE; trainer.* takes any transformers.TrainingArguments field):")
+    keys = [(f"{g}.{f.name}", f) for g, schema in GROUP_SCHEMAS.items() for f in _fields(schema).values()]
+    keys += [(f.name, f) for f in _fields(RunConfig).values() if f.name not in GROUP_SCHEMAS and f.name != "trainer"]
+    width = max(len(k) for k, _ in keys)
+    lines += [f"  {k:{width}s}  {f.metadata.get('help', '')}" for k, f in keys]
+    lines += [
+        "",
+        "Outputs: outputs/runs/<date>/<time>_<overrides>/ (metrics.json, adapter/, run.json, train.log, wandb/);",
+        "sweeps: outputs/multiruns/<sweep_name>/<swept values>/ and report/. On a shared machine set num_threads=1.",
+        "Hydra's own options: ptexp-train --hydra-help.",
+    ]
+    return "\n".join(lines)

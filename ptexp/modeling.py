@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,43 @@ def peft_config(pe_cfg: DictConfig, task: Task, model_cfg: DictConfig) -> Any:
     return config
 
 
+HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.", "qa_outputs.")
+
+
+class _NewHeadOnly(logging.Filter):
+    """Drops transformers' LOAD REPORT when all it reports is the task head being new, which
+    is how every P-tuning run starts (and predict restores the head from the adapter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [line.split("|") for line in message.splitlines() if line.count("|") >= 2]
+        entries = [(key.strip(), status.strip()) for key, status, *_ in rows[1:] if key.strip()]
+        head_only = bool(entries) and all(st == "MISSING" and k.startswith(HEAD_PREFIXES) for k, st in entries)
+        if head_only:
+            log.info("new task head: %s", ", ".join(k for k, _ in entries))
+        return not head_only
+
+
+@contextmanager
+def quiet_new_head() -> Iterator[None]:
+    """Load a backbone without the "newly initialized" report for its (expected) new head."""
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+    quiet = _NewHeadOnly()
+    logger.addFilter(quiet)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -99,9 +138,10 @@ def build_model(
             setattr(backbone, key, value)
         base = auto.from_config(backbone)
     else:
-        base = auto.from_pretrained(
-            path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code, **kwargs
-        )
+        with quiet_new_head():
+            base = auto.from_pretrained(
+                path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code, **kwargs
+            )
     if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         base.config.pad_token_id = tokenizer.pad_token_id
     model = get_peft_model(base, peft_config(pe_cfg, task, model_cfg))

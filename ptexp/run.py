@@ -150,12 +150,15 @@ def fit(built: Built) -> Fitted:
             best_checkpoint or "the last epoch",
         )
     built.model.eval()
-    validation = _chosen_eval(trainer.state.log_history, trainer.state.best_global_step if best_checkpoint else None)
+    history = _evaluations(trainer.state.log_history)
+    validation = next((h for h in history if best_checkpoint and h["step"] == trainer.state.best_global_step), None)
+    validation = validation or (history[-1] if history else {})
     prediction = trainer.predict(built.tokenized["test"], metric_key_prefix="test")
     metrics = {
         "validation": validation,
         "test": {k.removeprefix("test_"): v for k, v in prediction.metrics.items()},
         "best_epoch": validation.get("epoch"),
+        "history": history,
         "best_checkpoint": Path(best_checkpoint).name if best_checkpoint else None,
         "selection_metric": args.metric_for_best_model.removeprefix("eval_"),
         "trainable_params": built.trainable_params,
@@ -249,13 +252,13 @@ def run(
     return metrics
 
 
-def _chosen_eval(log_history: list[dict[str, Any]], best_step: int | None) -> dict[str, Any]:
-    """The validation metrics of the evaluated epoch: the best one, else the last."""
-    evals = [h for h in log_history if "eval_loss" in h]
-    if not evals:
-        return {}
-    chosen = next((h for h in evals if h.get("step") == best_step), evals[-1])
-    return {k.removeprefix("eval_"): v for k, v in chosen.items() if k.startswith("eval_") or k in ("epoch", "step")}
+def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every validation evaluation of the run (each epoch's), oldest first."""
+    return [
+        {k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
+        for h in log_history
+        if "eval_loss" in h
+    ]
 
 
 def _json_line(record: dict[str, Any]) -> str:

@@ -31,13 +31,17 @@ def _config_error(err: ConfigError) -> SystemExit:
     return SystemExit(2)
 
 
-def _remove_if_only_hydra(run_dir: Path) -> None:
-    """A run that failed validation wrote nothing of ptexp's: drop the folder Hydra made for it."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {HYDRA_DIR, LOG_FILE}:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        parent = run_dir.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+def _remove_if_only_hydra(run_dir: Path, root: Path) -> None:
+    """A run that failed validation wrote nothing of ptexp's: drop the folder Hydra made for it,
+    and the folders above it up to ``paths.root`` that it leaves empty."""
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= {HYDRA_DIR, LOG_FILE}:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root = root.resolve()
+    for folder in run_dir.resolve().parents:
+        if not folder.is_relative_to(root) or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -73,7 +77,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg, run_dir, overrides=overrides)
     except ConfigError as err:
-        _remove_if_only_hydra(run_dir)
+        _remove_if_only_hydra(run_dir, Path(cfg.paths.root))
         raise _config_error(err) from None
     # The value an Optuna sweep optimises: the validation metric the run selected its epoch by.
     return metrics["validation"].get(metric.split(".", 1)[1])

@@ -438,24 +438,10 @@ def _compose(overrides: list[str]) -> Any:
 
 
 def build_tiny_bert(folder: Path) -> None:
-    """The tests' tiny random BERT (tests/conftest.py), with room for 128 tokens + 100 prompts."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    """The tests' tiny random BERT, with room for 128 tokens + 100 prompts."""
+    from ptexp.testing import build_tiny_bert as build
 
-    from ptexp.embedded import resolve_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(EMBEDDED_MODEL))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    build(folder, max_position_embeddings=512)
 
 
 def worker_memory(s: Settings, model: str, work: Path) -> dict[str, Any]:

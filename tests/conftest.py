@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import ptexp.train  # noqa: E402,F401  (registers resolvers and schemas)
+import ptexp.naming  # noqa: E402,F401  (registers the resolvers conf/train.yaml uses)
+import ptexp.schema  # noqa: E402,F401  (registers the structured configs)
 
 TWEET_LABELS = ("negative", "neutral", "positive")
 
@@ -79,26 +80,9 @@ def tweet_files(tmp_path_factory, tweets_rows) -> dict[str, Path]:
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved like a
     hub checkpoint so the real from_pretrained path loads it."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from ptexp.testing import build_tiny_bert
 
-    from ptexp.embedded import resolve_model_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=96,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def tiny_overrides(tiny_bert: Path, tweet_files: dict[str, Path], out: Path) -> list[str]:

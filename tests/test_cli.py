@@ -40,8 +40,50 @@ def test_bad_input_exits_nonzero_with_short_message(tmp_path, override, needles)
     assert not list(tmp_path.rglob("metrics.json"))
 
 
-def test_help_and_cfg_job_are_cheap(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "override,closest,not_in",
+    [
+        ("prompt_encoder=lstmm", "closest: lstm", "schema"),
+        ("prompt_encoder.num_virtual_token=20", "closest: num_virtual_tokens", "+prompt_encoder"),
+        ("+prompt_encoder.num_virtual_token=20", "closest: num_virtual_tokens", "Traceback"),
+        ("+sweep=tokens_x_hiden", "closest: tokens_x_hidden", "Traceback"),
+        ("sed=3", "closest: seed", "Traceback"),
+    ],
+)
+def test_hydra_level_mistakes_exit_2_with_the_closest_name(tmp_path, override, closest, not_in) -> None:
+    """Unknown options and keys (also with '+') are caught before composition, exit 2, once."""
+    proc = ptexp_train(override, "logger=none", cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert output.count(closest) == 1, output
+    assert not_in not in output, output
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_run_that_fails_validation_leaves_no_folder_and_says_it_once(tmp_path) -> None:
+    proc = ptexp_train("dataset=csv", "dataset.train_file=nowhere.csv", "logger=none", cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert output.count("nowhere.csv' does not exist") == 1, output
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*"))
+
+
+def test_help_is_a_users_page_without_torch(tmp_path) -> None:
+    code = (
+        "import sys; sys.argv = ['ptexp-train', '--help']; from ptexp.train import main; main(); "
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    page = proc.stdout
+    assert "prompt_encoder: lstm, mlp" in page
+    for needle in ("-m ", "ptexp-predict", "ptexp-report", "num_threads", "hydra.sweeper.plan", "+sweep="):
+        assert needle in page, needle
+    for internal in ("schema", "sweeper_default", "local:"):
+        assert internal not in page, internal
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path) -> None:
     proc = ptexp_train("--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0 and "num_virtual_tokens: 10" in proc.stdout
-    proc = ptexp_train("--help", cwd=tmp_path)
-    assert proc.returncode == 0 and "prompt_encoder: lstm, mlp" in proc.stdout

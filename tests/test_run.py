@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -53,13 +55,66 @@ def test_run_folder_holds_everything_needed_to_reproduce(tiny_run) -> None:
     assert not list(run_dir.rglob("*.tmp"))
 
 
-def test_best_epoch_weights_are_the_ones_evaluated(tiny_run) -> None:
-    """The validation metrics reported are those of the restored best epoch."""
-    run_dir, metrics = tiny_run
-    history = read_json(run_dir / "metrics.json")["validation"]
-    assert history["step"] is not None
-    evaluated = metrics["validation"]["accuracy"]
-    assert evaluated == max(evaluated, metrics["validation"]["accuracy"])
+def test_files_respect_the_umask(tiny_run) -> None:
+    """Colleagues on a shared cluster can read the results (mkstemp alone would give 0600)."""
+    run_dir, _ = tiny_run
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("metrics.json", "config.yaml", "run.json", "predictions_test.jsonl"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+def test_saved_adapter_is_the_best_epoch_not_the_last(tiny_bert, tweet_files, tmp_path) -> None:
+    """Select the epoch with the *highest* validation loss (so the choice is not the last epoch):
+    the saved adapter and ptexp-predict reproduce that epoch's recorded loss, not the last's."""
+    import numpy as np
+
+    from ptexp.data import load_splits
+
+    cfg = compose_cfg(
+        [
+            *tiny_overrides(tiny_bert, tweet_files, tmp_path),
+            "trainer.num_train_epochs=3",
+            "trainer.metric_for_best_model=loss",
+            "trainer.greater_is_better=true",
+            "trainer.per_device_eval_batch_size=256",  # one batch: the loss is the plain mean
+            "logger=none",
+        ]
+    )
+    metrics = run(cfg, tmp_path / "run")
+    history = metrics["history"]
+    assert len(history) == 3
+    worst = max(history, key=lambda h: h["loss"])
+    assert worst["epoch"] != history[-1]["epoch"], "precondition: the selected epoch is not the last"
+    assert metrics["validation"]["loss"] == worst["loss"] and metrics["best_epoch"] == worst["epoch"]
+    validation = load_splits(cfg.dataset).splits["validation"]
+    predicted = predict(tmp_path / "run", validation["text"])
+    names = validation.features["label"].names
+    probs = np.array([[p["probs"][n] for n in names] for p in predicted])
+    loss = float(-np.log(probs[np.arange(len(probs)), validation["label"]]).mean())
+    assert loss == pytest.approx(worst["loss"], abs=1e-4)
+    assert abs(loss - history[-1]["loss"]) > 1e-3
+
+
+def test_resumed_run_records_the_same_figures_as_an_uninterrupted_one(tiny_bert, tweet_files, tmp_path) -> None:
+    """A run resumed from its epoch-1 checkpoint ends with the uninterrupted run's train_loss,
+    validation and test metrics (the Trainer alone averages only the resumed steps)."""
+    import shutil
+
+    overrides = [
+        *tiny_overrides(tiny_bert, tweet_files, tmp_path),
+        "keep_checkpoints=true",
+        "trainer.save_total_limit=5",
+        "logger=none",
+    ]
+    whole = run(compose_cfg(overrides), tmp_path / "whole")
+    first = min((tmp_path / "whole" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    shutil.copytree(first, tmp_path / "resumed" / "checkpoints" / first.name)
+    resumed = run(compose_cfg(overrides), tmp_path / "resumed")
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    for split in ("validation", "test"):
+        for key in ("accuracy", "macro_f1", "loss"):
+            assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)
 
 
 def test_wandb_offline_run_holds_config_and_final_metrics(tiny_run) -> None:
@@ -140,6 +195,13 @@ def test_cli_trains_on_unseen_csv_with_only_paths_and_columns(tiny_bert, tweet_f
     metrics = read_json(metrics_file)
     assert metrics["num_examples"] == {"train": 600, "validation": 150, "test": 150}
     assert 0 <= metrics["test"]["accuracy"] <= 1
+    output = proc.stdout + proc.stderr
+    # the user learns where the run went, at the start and at the end
+    assert output.count(str(metrics_file.parent.resolve())) >= 2, output[-2000:]
+    log_text = (metrics_file.parent / "train.log").read_text()
+    assert log_text.count("validation: ") == len(metrics["history"]) >= 1
+    assert " train: loss " in log_text
+    assert "pin_memory" not in output and "newly initialized" not in output
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def help_page() -> str:
         "  ptexp-predict RUN_DIR TEXT ... | --file F             classify with a finished run",
         "  ptexp-report SWEEP_OR_RUNS_DIR                        ablation table and figures",
         "",
-        "Groups (GROUP=OPTION; sweep and experiment presets take a '+': +sweep=tokens_x_hidden):",
+        "Groups (GROUP=OPTION; sweep presets take a '+': +sweep=tokens_x_hidden):",
     ]
     lines += [f"  {group}: {', '.join(group_options(group))}" for group in USER_GROUPS]
     lines += ["  hydra/launcher: basic (default), parallel, slurm, slurm_ddp, slurm_local, submitit_debug", ""]

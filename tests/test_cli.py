@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import subprocess_env
 
+pytestmark = pytest.mark.slow  # ptexp-train subprocesses
+
 
 def ptexp_train(*args: str, cwd) -> subprocess.CompletedProcess:
     env = subprocess_env()

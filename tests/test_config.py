@@ -14,10 +14,14 @@ from ptexp.validate import check_trainer
 from tests.conftest import compose_cfg
 
 GROUPS = ("model", "dataset", "prompt_encoder", "trainer", "logger")
+# Presets that patch the whole config (``# @package _global_``) or Hydra's, with how to select them.
+PRESETS = (("experiment", "experiment"), ("sweep", "+sweep"), ("hparams_search", "hparams_search"))
 
 
 def options(group: str) -> list[str]:
-    folder = resources.files("ptexp.conf") / group
+    folder = resources.files("ptexp.conf")
+    for part in group.split("/"):
+        folder = folder / part
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -67,3 +71,36 @@ def test_unknown_group_option_lists_valid_ones() -> None:
     with pytest.raises(MissingConfigException) as err:
         compose_cfg(["prompt_encoder=gru"])
     assert "lstm" in str(err.value) and "mlp" in str(err.value)
+
+
+@pytest.mark.parametrize("group,select,option", [(g, s, o) for g, s in PRESETS for o in options(g)])
+def test_every_preset_composes(group: str, select: str, option: str) -> None:
+    """Experiment, sweep and search presets compose with Hydra's own config, and every key they
+    sweep is a key of the composed run config (a typo would sweep nothing)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="ptexp.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"{select}={option}"], return_hydra_config=True)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    paired = OmegaConf.select(cfg, "hydra.sweeper.paired") or {}
+    for key in [*params, *paired]:
+        assert OmegaConf.select(cfg, key.lstrip("+"), default="<missing>") != "<missing>", key
+    if group != "experiment":
+        assert params or paired
+
+
+@pytest.mark.parametrize("option", options("hydra/launcher"))
+def test_every_launcher_preset_composes(option: str) -> None:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="ptexp.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"hydra/launcher={option}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_
+    OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_preset_is_valid_on_a_gpu() -> None:
+    args = check_trainer(compose_cfg(["trainer=gpu"]).trainer)
+    assert args.bf16 and args.dataloader_pin_memory

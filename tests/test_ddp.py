@@ -12,6 +12,8 @@ import pytest
 from ptexp.outputs import read_json
 from tests.conftest import subprocess_env, tiny_overrides
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses
+
 
 @pytest.fixture(scope="module")
 def tiny_bert_no_dropout(tmp_path_factory, tiny_bert) -> Path:

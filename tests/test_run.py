@@ -18,6 +18,8 @@ from ptexp.trainer import NonFiniteLossError
 from tests.conftest import compose_cfg, set_key, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
+pytestmark = pytest.mark.slow  # trains tiny models end to end
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_bert, tweet_files, tmp_path_factory) -> tuple[Path, dict]:
@@ -204,7 +206,6 @@ def test_cli_trains_on_unseen_csv_with_only_paths_and_columns(tiny_bert, tweet_f
     assert "pin_memory" not in output and "newly initialized" not in output
 
 
-@pytest.mark.slow
 def test_embedded_default_on_a_small_slice_learns(tmp_path) -> None:
     """The real MiniLM on real tweets, a small slice: beats the majority class."""
     cfg = compose_cfg(

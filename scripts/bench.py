@@ -288,7 +288,8 @@ def script_args(s: Settings, model: str, padding: str, out_dir: Path) -> list[st
         f"--batch-size={s.batch}",
         f"--eval-batch-size={s.eval_batch}",
         f"--warmup={s.warmup}",
-        # ptexp's minilm config trains the pooler too (it reads a virtual token under P-tuning): same trainable set, same accuracy.
+        # ptexp's minilm config trains the pooler too (it reads a virtual token under P-tuning):
+        # same trainable set, same accuracy.
         "--train-pooler",
         f"--output-dir={out_dir}",
     ]

@@ -1,5 +1,6 @@
 """Two CPU processes (torchrun, gloo) train like one process with the same global batch,
-and only rank 0 writes the run folder (average_tokens_across_devices=False, else transformers 5 doubles the loss)."""
+and only rank 0 writes the run folder (ptexp sets average_tokens_across_devices=False: with
+transformers 5's default the loss is doubled)."""
 
 from __future__ import annotations
 

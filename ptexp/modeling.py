@@ -50,6 +50,14 @@ def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
             f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder nor in the local HF cache, "
             "and HF_HUB_OFFLINE is set. Download it once with network, point to a local copy, or use model=minilm."
         )
+    endpoint = hub_endpoint()
+    if not reachable(endpoint):
+        # huggingface_hub would retry for most of a minute, warning each time, before failing.
+        raise ConfigError(
+            f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder nor in the local HF cache, "
+            f"and the hub ({endpoint}) cannot be reached from this machine. Download it once where there is a "
+            "network (or set HF_HOME to a shared cache), point to a local copy, or use model=minilm (embedded)."
+        )
     try:
         return path, AutoConfig.from_pretrained(path, **kwargs)
     except OSError as err:
@@ -59,6 +67,24 @@ def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
             f"and could not be fetched from the hub ({first_line}). Check the id or the network, point to a "
             "local copy, or use model=minilm (embedded, offline)."
         ) from None
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host opens within a few seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def peft_config(pe_cfg: DictConfig, task: Task, model_cfg: DictConfig) -> Any:

@@ -119,3 +119,27 @@ def test_training_argument_bad_choice_and_type() -> None:
 def test_reserved_training_argument() -> None:
     with pytest.raises(ConfigError, match="root key seed"):
         check_trainer({"seed": 3})
+
+
+def test_unreachable_hub_model_is_reported_within_seconds_once(tmp_path) -> None:
+    """Without HF_HUB_OFFLINE and without a network, a hub id not in the cache fails at once
+    (no minute of retries), exit 2, one message."""
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    env = subprocess_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_HUB_OFFLINE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptexp.train", "model.name_or_path=someone/not-cached-model", "logger=none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert output.count("cannot be reached") == 1, output
+    assert "Traceback" not in output

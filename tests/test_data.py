@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
 from ptexp.data import load_splits
-from tests.conftest import compose_cfg, write_table
+from ptexp.errors import ConfigError
+from tests.conftest import compose_cfg, subprocess_env, write_table
 
 
 def test_embedded_tweets_split_is_deterministic_and_stratified() -> None:
@@ -119,3 +122,152 @@ def test_hub_loader_on_a_local_dataset_folder(tmp_path, tweets_rows) -> None:
     assert {s: len(d) for s, d in data.splits.items()} == {"train": 500, "validation": 100, "test": 300}
     with pytest.raises(Exception, match="validation"):
         load_splits(compose_cfg(["dataset=sst2", f"dataset.name={folder}", "dataset.subset=null"]).dataset)
+
+
+# --- data integrity: every row read, or an error naming the file and line ---------------------
+
+
+def _clean(text: str) -> str:
+    """A tweet as one TSV field: tabs and line breaks inside it become spaces."""
+    return " ".join(text.replace("\t", " ").replace("\r", " ").replace("\n", " ").split())
+
+
+def _csv_cfg(path, *extra: str):
+    return compose_cfg(
+        ["dataset=csv", f"dataset.train_file={path}", "dataset.text_column=tweet", "dataset.label_column=mood", *extra]
+    ).dataset
+
+
+def _total(data) -> int:
+    return sum(len(d) for d in data.splits.values())
+
+
+def test_tsv_with_an_unbalanced_quote_keeps_every_row(tmp_path, tweets_rows, caplog) -> None:
+    """GLUE-style TSV: one example per line, quotes are text. pandas' quote processing merged
+    the lines after a stray quote into one text (600 rows read as 560, no warning)."""
+    rows = [(_clean(r["tweet"]).replace('"', ""), r["mood"]) for r in tweets_rows[:600]]
+    rows[100] = ('"Worst flight ever, said my neighbour as we boarded', rows[100][1])
+    path = tmp_path / "train.tsv"
+    path.write_text("tweet\tmood\n" + "".join(f"{t}\t{m}\n" for t, m in rows), encoding="utf-8")
+    caplog.set_level("INFO", logger="ptexp")
+    data = load_splits(_csv_cfg(path, "dataset.deduplicate=false"))
+    assert _total(data) == 600
+    texts = {t for d in data.splits.values() for t in d["text"]}
+    assert rows[100][0] in texts and rows[101][0] in texts
+    assert "train.tsv: 600 rows" in caplog.text
+
+
+def test_tsv_written_by_a_csv_writer_reads_back_exactly(tweet_files, tweets_rows) -> None:
+    """Fields a csv/pandas writer quoted as a whole (quotes doubled inside, a carriage return
+    inside) are unquoted, so such a TSV reads back as written."""
+    cfg = compose_cfg(
+        [
+            "dataset=csv",
+            f"dataset.train_file={tweet_files['train']}",
+            f"dataset.validation_file={tweet_files['validation']}",
+            f"dataset.test_file={tweet_files['test']}",
+            "dataset.text_column=tweet",
+            "dataset.label_column=mood",
+        ]
+    ).dataset
+    data = load_splits(cfg)
+    read = sorted(t for d in data.splits.values() for t in d["text"])
+    assert read == sorted(r["tweet"] for r in tweets_rows)
+    assert any('"' in t for t in read) and any("\r" in t for t in read)
+
+
+def test_csv_with_an_unquoted_comma_fails_naming_file_and_line(tmp_path, tweets_rows) -> None:
+    rows = [(_clean(r["tweet"]).replace(",", " ").replace('"', ""), r["mood"]) for r in tweets_rows[:300]]
+    rows[50] = ("Delayed again, and again", rows[50][1])  # line 52: header + 50 rows before it
+    path = tmp_path / "ragged.csv"
+    path.write_text("tweet,mood\n" + "".join(f"{t},{m}\n" for t, m in rows), encoding="utf-8")
+    expected = r"ragged\.csv.* 3 field\(s\) on line 52 but its header has 2 \(tweet, mood\)"
+    with pytest.raises(ConfigError, match=expected):
+        load_splits(_csv_cfg(path))
+
+
+def test_csv_row_missing_a_field_fails_instead_of_being_dropped(tmp_path, tweets_rows) -> None:
+    """pandas pads a short row with NaN, and the label filter then dropped it without a word."""
+    rows = [f"{_clean(r['tweet']).replace(',', ' ').replace(chr(34), '')},{r['mood']}" for r in tweets_rows[:300]]
+    rows[9] = _clean(tweets_rows[9]["tweet"]).replace(",", " ").replace('"', "")  # no label, no comma
+    path = tmp_path / "short.csv"
+    path.write_text("tweet,mood\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"short\.csv.* 1 field\(s\) on line 11"):
+        load_splits(_csv_cfg(path))
+
+
+def test_ragged_csv_is_reported_once_by_the_cli(tmp_path, tweets_rows) -> None:
+    rows = [(_clean(r["tweet"]).replace(",", " ").replace('"', ""), r["mood"]) for r in tweets_rows[:300]]
+    rows[50] = ("Delayed again, and again", rows[50][1])
+    path = tmp_path / "ragged.csv"
+    path.write_text("tweet,mood\n" + "".join(f"{t},{m}\n" for t, m in rows), encoding="utf-8")
+    args = [
+        "dataset=csv",
+        f"dataset.train_file={path}",
+        "dataset.text_column=tweet",
+        "dataset.label_column=mood",
+        "logger=none",
+        "trainer=smoke",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptexp.train", *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert output.count("on line 52") == 1, output
+    assert "Traceback" not in output
+
+
+def test_csv_with_a_quoted_multiline_field_is_read_as_one_row(tmp_path, tweets_rows, caplog) -> None:
+    rows = [{"tweet": r["tweet"], "mood": r["mood"]} for r in tweets_rows[:300]]
+    rows[7]["tweet"] = 'Landed at last,\nbags lost, crew great,\n"never again" they said'
+    path = write_table(tmp_path / "quoted.csv", rows)
+    caplog.set_level("INFO", logger="ptexp")
+    data = load_splits(_csv_cfg(path))
+    assert _total(data) == 300
+    assert rows[7]["tweet"] in {t for d in data.splits.values() for t in d["text"]}
+    assert "quoted.csv: 300 rows" in caplog.text
+
+
+def test_jsonl_with_a_broken_line_fails_naming_it(tmp_path, tweets_rows) -> None:
+    import json
+
+    lines = [json.dumps({"tweet": r["tweet"], "mood": r["mood"]}) for r in tweets_rows[:200]]
+    lines[4] = lines[4][:-5]  # cut off mid-object
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = compose_cfg(
+        ["dataset=json", f"dataset.train_file={path}", "dataset.text_column=tweet", "dataset.label_column=mood"]
+    ).dataset
+    with pytest.raises(ConfigError, match=r"broken\.jsonl.*line 5"):
+        load_splits(cfg)
+
+
+def test_dropped_and_duplicate_rows_are_counted_in_the_log(tmp_path, tweets_rows, caplog) -> None:
+    rows = [{"tweet": r["tweet"], "mood": r["mood"]} for r in tweets_rows[:300]]
+    rows[3]["tweet"] = ""
+    rows[4]["mood"] = ""
+    rows[5]["tweet"] = "   "
+    rows[10]["tweet"] = rows[11]["tweet"] = rows[12]["tweet"]
+    path = write_table(tmp_path / "train.tsv", rows, "\t")
+    caplog.set_level("INFO", logger="ptexp")
+    data = load_splits(_csv_cfg(path))
+    assert _total(data) == 300 - 3 - 2
+    assert "dropped 3 rows of train.tsv with an empty text or label" in caplog.text
+    assert "removed 2 duplicate texts from train.tsv" in caplog.text
+
+
+def test_load_splits_does_not_repeat_the_source_checks(tmp_path, tweets_rows, monkeypatch) -> None:
+    """check_sources runs once per run, in ptexp.validate.check_run; loading does not redo it."""
+    import ptexp.data
+
+    calls = []
+    real = ptexp.data.check_sources
+    monkeypatch.setattr(ptexp.data, "check_sources", lambda cfg: calls.append(cfg) or real(cfg))
+    load_splits(_csv_cfg(write_table(tmp_path / "t.csv", tweets_rows[:300])))
+    assert calls == []

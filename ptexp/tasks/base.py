@@ -1,11 +1,12 @@
-"""What the run loop needs from a task type."""
+"""The interface a task type implements: what the run loop and ptexp-predict need from it."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from datasets import DatasetDict
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
 
 
 class Task(ABC):
@@ -23,6 +24,10 @@ class Task(ABC):
         """Extra from_pretrained/from_config kwargs (e.g. num_labels, id2label)."""
 
     @abstractmethod
+    def encode(self, tokenizer: Any, batch: dict[str, list], max_length: int) -> Any:
+        """Model inputs for a batch of raw examples (columns ``text`` and, for pairs, ``text_pair``)."""
+
+    @abstractmethod
     def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
         """Model inputs for every split, unpadded (the collator pads per batch)."""
 
@@ -37,3 +42,8 @@ class Task(ABC):
     @abstractmethod
     def decode(self, logits: Any, label_names: list[str]) -> list[dict[str, Any]]:
         """Human-readable predictions (label and scores) from raw logits."""
+
+    @abstractmethod
+    def prediction_records(self, examples: Dataset, logits: Any, label_names: list[str]) -> list[dict[str, Any]]:
+        """One record per example of an untokenised split (its inputs, its gold label) with the
+        prediction for it: the lines of predictions_test.jsonl."""

@@ -1,21 +1,33 @@
-"""Sequence classification (single sentences or sentence pairs)."""
+"""Sequence classification (single sentences or sentence pairs): inputs, metrics and readable predictions.
+
+transformers and scipy are imported where they are used, so importing the task (validation,
+``ptexp-predict``'s argument checks) stays cheap.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from datasets import DatasetDict
-from sklearn.metrics import accuracy_score, f1_score
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from ptexp.tasks.base import Task
 
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+TEXT_COLUMNS = ("text", "text_pair")
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+    """F1 averaged over the classes present in labels or predictions (scikit-learn's
+    ``f1_score(average="macro")``; a class never predicted correctly scores 0)."""
+    classes = np.union1d(labels, preds)
+    scores = []
+    for c in classes:
+        tp = np.sum((preds == c) & (labels == c))
+        wrong = np.sum((preds == c) != (labels == c))  # false positives + false negatives
+        scores.append(2 * tp / (2 * tp + wrong))
+    return float(np.mean(scores)) if scores else 0.0
 
 
 class SequenceClassification(Task):
@@ -23,6 +35,8 @@ class SequenceClassification(Task):
     default_metric = "accuracy"
 
     def auto_model_class(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
         return AutoModelForSequenceClassification
 
     def model_kwargs(self, label_names: list[str]) -> dict[str, Any]:
@@ -37,7 +51,7 @@ class SequenceClassification(Task):
         return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
 
     def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
-        text_columns = [c for c in ("text", "text_pair") if c in splits["train"].column_names]
+        text_columns = [c for c in TEXT_COLUMNS if c in splits["train"].column_names]
         # datasets caches this map by fingerprint: a sweep tokenises each split once.
         return splits.map(
             lambda batch: self.encode(tokenizer, batch, max_length),
@@ -47,24 +61,43 @@ class SequenceClassification(Task):
         )
 
     def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
         return DataCollatorWithPadding(tokenizer)
 
     def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
-        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits, labels = eval_pred.predictions, np.asarray(eval_pred.label_ids)
         if isinstance(logits, tuple):
             logits = logits[0]
         preds = np.asarray(logits).argmax(axis=-1)
-        return {
-            "accuracy": float(accuracy_score(labels, preds)),
-            "macro_f1": float(f1_score(labels, preds, average="macro")),
-        }
+        return {"accuracy": float(np.mean(preds == labels)), "macro_f1": macro_f1(labels, preds)}
 
     def decode(self, logits: Any, label_names: list[str]) -> list[dict[str, Any]]:
-        probs = softmax(np.asarray(logits, dtype=np.float64))
+        from scipy.special import softmax
+
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        probs = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
         return [
             {
                 "label": label_names[int(p.argmax())],
                 "probs": {name: round(float(v), 6) for name, v in zip(label_names, p)},
             }
             for p in probs
+        ]
+
+    def prediction_records(self, examples: Dataset, logits: Any, label_names: list[str]) -> list[dict[str, Any]]:
+        columns = [c for c in TEXT_COLUMNS if c in examples.column_names]
+        inputs = [examples[c] for c in columns]
+        gold = examples["label"] if "label" in examples.column_names else [None] * len(examples)
+        decoded = self.decode(logits, label_names)
+        if len(decoded) != len(examples):
+            raise ValueError(f"{len(decoded)} predictions for {len(examples)} examples: pass the untokenised split")
+        return [
+            {
+                **dict(zip(columns, values)),
+                **({"gold": label_names[g]} if g is not None else {}),
+                **prediction,
+            }
+            for *values, g, prediction in zip(*inputs, gold, decoded)
         ]

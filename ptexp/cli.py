@@ -122,7 +122,7 @@ def help_page() -> str:
         "  ptexp-train -m KEY=V1,V2 ... | +sweep=PRESET          a sweep (one job per combination)",
         "  ptexp-train -m +sweep=PRESET hydra.sweeper.plan=true  plan a sweep: count, finished, estimate",
         "  ptexp-train --cfg job [overrides]                     print the composed config, run nothing",
-        "  ptexp-predict RUN_DIR TEXT ... | --file F             classify with a finished run",
+        "  ptexp-predict RUN_DIR EXAMPLE ... | --file F          classify (pairs: first<TAB>second)",
         "  ptexp-report SWEEP_OR_RUNS_DIR                        ablation table and figures",
         "",
         "Groups (GROUP=OPTION; sweep presets take a '+': +sweep=tokens_x_hidden):",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,7 +171,10 @@ def build_model(
             )
     if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         base.config.pad_token_id = tokenizer.pad_token_id
-    model = get_peft_model(base, peft_config(pe_cfg, task, model_cfg))
+    with warnings.catch_warnings():
+        # peft 0.21 calls a transformers attribute that transformers 5 deprecates, on every wrap.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model = get_peft_model(base, peft_config(pe_cfg, task, model_cfg))
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return tokenizer, model

@@ -786,8 +786,8 @@ def importance_plot(optuna: Any, study: Any, metric: str, out: Path) -> list[Pat
         try:
             evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
             scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        except (ValueError, RuntimeError) as err:
-            # Needs two or more complete trials whose parameters differ.
+        except (ValueError, RuntimeError, ImportError) as err:
+            # Needs two or more complete trials whose parameters differ, and scikit-learn.
             log.info("parameter importances skipped: %s", err)
             return []
     if not scores:

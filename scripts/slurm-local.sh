@@ -4,9 +4,10 @@
 #   scripts/slurm-local.sh up       install packages if missing, start everything
 #   scripts/slurm-local.sh down     stop the daemons this script started
 #   scripts/slurm-local.sh status   show daemon state and sinfo (exit 0 iff all up)
-#   scripts/slurm-local.sh env      print `export SLURM_CONF=...`
+#   scripts/slurm-local.sh env      print `export SLURM_CONF=...` and how to sweep on it
 #
 # Usage from a shell:   eval "$(scripts/slurm-local.sh env)"; sbatch --wrap hostname
+# ptexp sweeps on it:   ptexp-train -m ... hydra/launcher=slurm_local  (no GPU, 1 CPU, 2 GB per job)
 #
 # Target: Debian 12 (SLURM 22.05), run as root, no systemd needed.  Every piece
 # of state (configs, munge key/socket, MariaDB datadir, spool, logs, pid files)
@@ -387,6 +388,7 @@ cmd_up() {
   fi
   slurm_env sinfo
   log "cluster '$CLUSTER' is up; use: eval \"\$($0 env)\""
+  log "then sweep on it with: ptexp-train -m <overrides> hydra/launcher=slurm_local"
 }
 
 # ------------------------------------------------------------------- down --
@@ -484,6 +486,9 @@ cmd_status() {
 
 cmd_env() {
   printf 'export SLURM_CONF=%q\n' "$SLURM_CONF_FILE"
+  # Comments: harmless under eval, and what to type next when printed.
+  echo "# This node has no GPU: sweep on it with ptexp's slurm_local launcher preset, e.g."
+  echo "#   ptexp-train -m +sweep=tokens_x_hidden hydra/launcher=slurm_local"
 }
 
 usage() {

@@ -15,15 +15,10 @@ from ptexp.outputs import read_json
 from tests.conftest import subprocess_env
 from tests.test_sweeps import base_overrides
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # sbatch'ed ptexp-train sweeps
 
-SLURM_LAUNCHER = [
-    "hydra/launcher=slurm",
-    "hydra.launcher.gpus_per_node=null",
-    "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.mem_gb=2",
-    "hydra.launcher.timeout_min=10",
-]
+# The preset for scripts/slurm-local.sh's node (no GPU, this machine's CPUs and memory).
+SLURM_LAUNCHER = ["hydra/launcher=slurm_local", "hydra.launcher.timeout_min=10"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,10 +31,12 @@ def slurm_env() -> dict[str, str]:
         if os.environ.get("CI"):
             pytest.fail(f"the local SLURM cluster is not up in CI:\n{status.stdout}{status.stderr}")
         pytest.skip("local SLURM is not up: run scripts/slurm-local.sh up")
-    env_line = subprocess.run(
+    env_text = subprocess.run(
         ["bash", str(root / "scripts" / "slurm-local.sh"), "env"], capture_output=True, text=True, check=True
     ).stdout
-    conf = env_line.strip().split("=", 1)[1].strip("'\"")
+    assert "hydra/launcher=slurm_local" in env_text  # tells the user how to sweep on it
+    (export,) = [line for line in env_text.splitlines() if line.startswith("export SLURM_CONF=")]
+    conf = export.split("=", 1)[1].strip("'\"")
     os.environ["SLURM_CONF"] = conf
     return {"SLURM_CONF": conf}
 
@@ -82,9 +79,14 @@ def test_sbatch_sweep_matches_basic_launcher_and_isolates_a_failure(tiny_bert, t
     assert "num_virtual_tokens=0" in slurm.stderr
     results = (root / "slurm" / "report" / "results.csv").read_text()
     assert results.count("completed") == 2 and results.count("failed") == 1
-    assert (root / "slurm" / "report" / "ablation.md").read_text() == (
-        root / "basic" / "report" / "ablation.md"
-    ).read_text()
+
+    # the same table rows (the SLURM sweep's table also notes its failed job below them)
+    def rows(sweep: str) -> list[str]:
+        return [
+            line for line in (root / sweep / "report" / "ablation.md").read_text().splitlines() if line.startswith("|")
+        ]
+
+    assert rows("slurm") == rows("basic")
 
 
 def test_job_killed_by_scancel_is_reported_and_nothing_waits(tiny_bert, tweet_files, tmp_path) -> None:
@@ -158,3 +160,16 @@ def test_requeued_job_resumes_with_identical_final_metrics(tiny_bert, tweet_file
     assert (job_dir / "predictions_test.jsonl").read_text() == (
         tmp_path / "outputs" / "multiruns" / "reference" / "job" / "predictions_test.jsonl"
     ).read_text()
+
+
+def test_the_gpu_preset_on_the_local_node_says_which_preset_fits(tiny_bert, tweet_files, tmp_path) -> None:
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "hydra/launcher=slurm",  # asks for a GPU the local node does not have
+        "sweep_name=gpu",
+        "prompt_encoder.num_virtual_tokens=1,2",
+    ]
+    proc = multirun(args, tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "sbatch refused the sweep's jobs" in proc.stderr and "hydra/launcher=slurm_local" in proc.stderr
+    assert "Traceback" not in proc.stderr

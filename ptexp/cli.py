@@ -75,13 +75,18 @@ def check_overrides(arguments: list[str]) -> None:
     except HydraException:
         return  # Hydra's own message about the syntax is better than ours
     root_fields = _fields(RunConfig)
+    # Extra config folders (hydra.searchpath=[file://...]) add options to the groups.
+    searchpaths = [str(v) for o in parsed if o.key_or_group == "hydra.searchpath" for v in (o.value() or [])]
     for override in parsed:
         key = override.key_or_group
         if "/" in key or key.split(".")[0] == "hydra" or override.type.name == "DEL":
             continue
         head, _, rest = key.partition(".")
         if not rest and (CONF_DIR / key).is_dir():
-            options = group_options(key)
+            if any(not p.startswith("file://") for p in searchpaths):
+                continue  # options in a package or another source: Hydra checks them
+            extra = {p.stem for s in searchpaths for p in (Path(s.removeprefix("file://")) / key).glob("*.yaml")}
+            options = sorted({*group_options(key), *extra})
             for value in _values(override):
                 if value is not None and str(value) not in options:
                     near = closest(str(value), options)

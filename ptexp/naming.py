@@ -1,8 +1,8 @@
 """Folder names for runs and sweeps, and the OmegaConf resolvers the configs use for them.
 
 Importing this module registers the resolvers (``ptexp_slug``, ``ptexp_or_now``,
-``ptexp_parent_dir``); the Hydra entry point and anything composing ``conf/train.yaml``
-imports it.
+``ptexp_parent_dir``, ``ptexp_search_tag``); the Hydra entry point, the sweeper plugin and
+anything composing ``conf/train.yaml`` import it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def slug(text: str, limit: int = 80) -> str:
@@ -36,10 +37,37 @@ def parent_dir(path: str) -> str:
     return path
 
 
+def search_tag(dataset: DictConfig, model: DictConfig) -> str:
+    """``<data>_<model>`` for a default sweep name: the dataset's name (plus subset) or its train
+    file's folder and stem, and the model's last path component, so that a search on other data
+    or another model gets another folder (and another Optuna study) by default."""
+
+    def get(node: DictConfig, key: str) -> Any:
+        return OmegaConf.select(node, key, throw_on_missing=False)
+
+    name, subset, train = get(dataset, "name"), get(dataset, "subset"), get(dataset, "train_file")
+    if name:
+        data = str(name).rstrip("/").rsplit("/", 1)[-1] + (f"-{subset}" if subset else "")
+    elif train:
+        path = Path(str(train))
+        data = f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+    else:
+        data = str(get(dataset, "source") or "data")
+    model_path = str(get(model, "name_or_path") or "model")
+    model_name = Path(model_path.split(":", 1)[-1].rstrip("/")).name or model_path
+    return slug(f"{data}_{model_name}", limit=60)
+
+
 def register_resolvers() -> None:
-    for name, fn in (("ptexp_slug", slug), ("ptexp_or_now", or_now), ("ptexp_parent_dir", parent_dir)):
+    resolvers = {
+        "ptexp_slug": (slug, True),
+        "ptexp_or_now": (or_now, True),
+        "ptexp_parent_dir": (parent_dir, True),
+        "ptexp_search_tag": (search_tag, False),
+    }
+    for name, (fn, cached) in resolvers.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+            OmegaConf.register_new_resolver(name, fn, use_cache=cached)
 
 
 register_resolvers()

@@ -126,33 +126,6 @@ def job_names(jobs: Sequence[Sequence[str]], keys: Sequence[str]) -> list[str]:
     return names
 
 
-def search_tag(dataset: DictConfig, model: DictConfig) -> str:
-    """``<data>_<model>`` for a default sweep name: the dataset's name (plus subset) or its train
-    file's folder and stem, and the model's last path component, so that a search on other data
-    or another model gets another folder (and another Optuna study) by default."""
-
-    def get(node: DictConfig, key: str) -> Any:
-        return OmegaConf.select(node, key, throw_on_missing=False)
-
-    name, subset, train = get(dataset, "name"), get(dataset, "subset"), get(dataset, "train_file")
-    if name:
-        data = str(name).rstrip("/").rsplit("/", 1)[-1] + (f"-{subset}" if subset else "")
-    elif train:
-        path = Path(str(train))
-        data = f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
-    else:
-        data = str(get(dataset, "source") or "data")
-    model_path = str(get(model, "name_or_path") or "model")
-    model_name = Path(model_path.split(":", 1)[-1].rstrip("/")).name or model_path
-    return slug(f"{data}_{model_name}", limit=60)
-
-
-if not OmegaConf.has_resolver("ptexp_search_tag"):
-    # Used by hparams_search presets' sweep_name; registered here because every Hydra process
-    # (the launcher's and each job's) imports this module through plugin discovery.
-    OmegaConf.register_new_resolver("ptexp_search_tag", search_tag)
-
-
 def multirun_cfg_message(argv: Sequence[str]) -> str | None:
     """Hydra refuses ``-m`` with ``--cfg`` in a traceback; the message a user should see instead."""
     multirun = any(a in ("-m", "--multirun") for a in argv)

@@ -91,6 +91,11 @@ def main() -> None:
     if "--help" in arguments or "-h" in arguments:
         print(help_page())
         return
+    from ptexp.sweep import multirun_cfg_message
+
+    if (message := multirun_cfg_message(arguments)) is not None:
+        sys.stderr.write(message + "\n")
+        raise SystemExit(2)
     try:
         check_overrides(arguments)
     except ConfigError as err:

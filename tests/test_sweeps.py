@@ -395,7 +395,7 @@ def test_optuna_study_per_sweep_folder_named_trials_and_a_guard(tiny_bert, tweet
 def test_search_tag_differs_by_data_and_model() -> None:
     from omegaconf import OmegaConf
 
-    from ptexp.sweep import search_tag
+    from ptexp.naming import search_tag
 
     def tag(dataset: dict, model: str) -> str:
         return search_tag(OmegaConf.create(dataset), OmegaConf.create({"name_or_path": model}))

@@ -289,7 +289,8 @@ def find_axes(records: list[JobRecord], kind: str, folder: Path) -> tuple[list[s
     notes: list[str] = []
     if kind == "optuna":
         # Only what the study searched: other varying columns are outcomes (metrics), not inputs.
-        searched = list((_sweeper_config(folder).get("params") or {}).keys()) or read_sweep(folder).get("axes", [])
+        # The sweeper's plan first: a key fixed on the command line is in params but not searched.
+        searched = read_sweep(folder).get("axes") or list((_sweeper_config(folder).get("params") or {}).keys())
         return [k for k in searched if k != SEED], notes
     if kind == "runs":
         keys = _unique([k for r in done for k in r.config])

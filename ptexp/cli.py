@@ -20,7 +20,17 @@ from ptexp.schema import GROUP_SCHEMAS, RunConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 #: Config groups a user picks from, in the order the help page shows them.
-USER_GROUPS = ("model", "dataset", "prompt_encoder", "trainer", "logger", "experiment", "sweep", "hparams_search")
+USER_GROUPS = (
+    "model",
+    "dataset",
+    "method",
+    "prompt_encoder",
+    "trainer",
+    "logger",
+    "experiment",
+    "sweep",
+    "hparams_search",
+)
 
 
 def group_options(group: str) -> list[str]:
@@ -63,6 +73,21 @@ def _values(override: Any) -> list[Any]:
     return list(override.sweep_iterator()) if override.is_discrete_sweep() else []
 
 
+def method_schema(name: str) -> type:
+    from ptexp.methods import get_method
+
+    return get_method(name).schema
+
+
+def _chosen_method(parsed: list[Any]) -> str | None:
+    """The method the command line picks (the default when it picks none); None when it sweeps several."""
+    for override in parsed:
+        if override.key_or_group == "method":
+            values = _values(override)
+            return str(values[0]) if len(values) == 1 else None
+    return "p_tuning"
+
+
 def check_overrides(arguments: list[str]) -> None:
     """Raise a ConfigError for an unknown group option, an unknown key of a closed schema
     (also with ``+``), or a value of the wrong type."""
@@ -95,11 +120,18 @@ def check_overrides(arguments: list[str]) -> None:
                         f"Options: {', '.join(options)}."
                     )
             continue
-        if head == "trainer" or head not in GROUP_SCHEMAS and rest:
+        if head == "method" and rest:
+            chosen = _chosen_method(parsed)
+            if chosen is None:
+                continue  # several methods swept: each checks its own keys when its job runs
+            schema, name, where = method_schema(chosen), rest.split(".")[0], f"method={chosen}"
+            fields = _fields(schema)
+        elif head == "trainer" or head not in GROUP_SCHEMAS and rest:
             continue  # trainer is open: its keys are checked against TrainingArguments later
-        schema, name = (GROUP_SCHEMAS[head], rest.split(".")[0]) if rest else (RunConfig, key)
-        fields = _fields(schema) if rest else root_fields
-        where = f"the '{head}' group" if rest else "the root config"
+        else:
+            schema, name = (GROUP_SCHEMAS[head], rest.split(".")[0]) if rest else (RunConfig, key)
+            fields = _fields(schema) if rest else root_fields
+            where = f"the '{head}' group" if rest else "the root config"
         if name not in fields:
             plus = ""
             if override.type.name != "CHANGE":
@@ -139,6 +171,16 @@ def help_page() -> str:
     keys += [(f.name, f) for f in _fields(RunConfig).values() if f.name not in GROUP_SCHEMAS and f.name != "trainer"]
     width = max(len(k) for k, _ in keys)
     lines += [f"  {k:{width}s}  {f.metadata.get('help', '')}" for k, f in keys]
+    from ptexp.methods import all_methods
+
+    lines += ["", "Method keys (method=<name> picks a method; its keys are method.<key>):"]
+    for name, method in sorted(all_methods().items()):
+        own = [f for f in _fields(method.schema).values() if f.name != "name"]
+        keys = ", ".join(f"{f.name} ({f.metadata.get('help', '')})" for f in own)
+        if method.uses_prompt_encoder:
+            keys = ", ".join([k for k in (keys, "the prompt_encoder.* keys") if k])
+        keys = keys or "none of its own"
+        lines.append(f"  {name}: {keys}")
     lines += [
         "",
         "Outputs: outputs/runs/<date>/<time>_<overrides>/ (metrics.json, adapter/, run.json, train.log, wandb/);",

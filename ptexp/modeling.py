@@ -1,16 +1,15 @@
-"""Backbone + tokenizer + peft prompt-learning wrapper."""
+"""The backbone: where it comes from (embedded, local folder, HF cache, hub), loading it with
+its task head quietly, and handing it to the run's method."""
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ptexp.embedded import resolve_model_path
@@ -88,19 +87,6 @@ def reachable(url: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
-def peft_config(pe_cfg: DictConfig, task: Task, model_cfg: DictConfig) -> Any:
-    """The peft config for this run: the group's `_target_` with the task filled in."""
-    from peft import PromptEncoderReparameterizationType
-
-    extra = list(model_cfg.extra_trainable_modules) or None
-    config = instantiate(pe_cfg, task_type=task.peft_task_type, modules_to_save=extra, _convert_="all")
-    kind = getattr(config, "encoder_reparameterization_type", None)
-    if isinstance(kind, str):
-        # peft reads `.value` of this field on some paths (its MLP layer-count warning).
-        config.encoder_reparameterization_type = PromptEncoderReparameterizationType(kind)
-    return config
-
-
 HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.", "qa_outputs.")
 
 
@@ -144,16 +130,9 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-def build_model(
-    model_cfg: DictConfig,
-    pe_cfg: DictConfig,
-    task: Task,
-    label_names: list[str],
-    backbone: Any = None,
-) -> tuple[Any, Any]:
-    """(tokenizer, peft model). `backbone` (a transformers config) builds random weights
-    instead of loading pretrained ones: the tests' tiny models."""
-    from peft import get_peft_model
+def load_backbone(model_cfg: DictConfig, task: Task, label_names: list[str], backbone: Any = None) -> tuple[Any, Any]:
+    """(tokenizer, backbone with a fresh task head). ``backbone`` (a transformers config) builds
+    random weights instead of loading pretrained ones: the tests' tiny models."""
     from transformers import AutoTokenizer
 
     path = str(Path(resolve_model_path(model_cfg.name_or_path)).expanduser())
@@ -171,15 +150,15 @@ def build_model(
             )
     if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         base.config.pad_token_id = tokenizer.pad_token_id
-    with warnings.catch_warnings():
-        # peft 0.21 calls a transformers attribute that transformers 5 deprecates, on every wrap.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = get_peft_model(base, peft_config(pe_cfg, task, model_cfg))
+    return tokenizer, base
+
+
+def build_model(cfg: DictConfig, task: Task, label_names: list[str], backbone: Any = None) -> tuple[Any, Any]:
+    """(tokenizer, model): the backbone prepared by the run's method (``cfg.method``)."""
+    from ptexp.methods import get_method
+
+    tokenizer, base = load_backbone(cfg.model, task, label_names, backbone)
+    model = get_method(cfg.method.name).build(base, cfg, task, tokenizer)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return tokenizer, model
-
-
-def effective_peft_dict(model: Any) -> dict[str, Any]:
-    cfg = model.peft_config["default"].to_dict()
-    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}

@@ -83,13 +83,19 @@ def _quiet_model_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _method_name(cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.select(cfg, "method.name", default="p_tuning"))  # runs from before methods
+
+
 def load_predictor(run_dir: Path) -> tuple[Any, Any, Any, list[str], Any]:
     """(tokenizer, model, task, label names, run config) of a finished run."""
     cfg, labels = read_run(run_dir)
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     from ptexp.embedded import resolve_model_path
+    from ptexp.methods import get_method
     from ptexp.tasks import get_task
 
     run_dir = Path(run_dir)
@@ -105,10 +111,11 @@ def load_predictor(run_dir: Path) -> tuple[Any, Any, Any, list[str], Any]:
         )
         if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
             base.config.pad_token_id = tokenizer.pad_token_id  # as training did (ptexp.modeling)
-        model = PeftModel.from_pretrained(base, run_dir / ADAPTER_DIR)
-    restored = model.peft_config["default"].modules_to_save or []
+        model = get_method(_method_name(cfg)).load(run_dir, cfg, base, tokenizer)
+    peft_config = getattr(model, "peft_config", {}).get("default")
+    restored = (peft_config.modules_to_save or []) if peft_config is not None else []
     unrestored = [k for k in info["missing_keys"] if not set(k.split(".")) & set(restored)]
-    if unrestored:
+    if peft_config is not None and unrestored:
         log.warning("weights neither in %s nor in the adapter (left random): %s", cfg.model.name_or_path, unrestored)
     model.eval()
     return tokenizer, model, task, labels, cfg
@@ -132,14 +139,17 @@ def predict(
         raise ConfigError(f"{len(texts)} texts but {len(text_pairs)} second texts: give one pair per example.")
     import torch
 
+    from ptexp.methods import get_method
+
     tokenizer, model, task, labels, cfg = load_predictor(run_dir)
     collate = task.collator(tokenizer)
+    encode = get_method(_method_name(cfg)).encoder(cfg, task)
     out: list[dict[str, Any]] = []
     for start in range(0, len(texts), batch_size):
         chunk = {"text": texts[start : start + batch_size]}
         if text_pairs is not None:
             chunk["text_pair"] = text_pairs[start : start + batch_size]
-        enc = task.encode(tokenizer, chunk, cfg.dataset.max_length)
+        enc = encode(tokenizer, chunk, cfg.dataset.max_length)
         batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk["text"]))])
         with torch.inference_mode():
             logits = model(**batch).logits

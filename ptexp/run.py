@@ -41,6 +41,7 @@ class Prepared:
     run_dir: Path
     args: Any  # transformers.TrainingArguments
     task: Any  # ptexp.tasks.Task
+    method: Any  # ptexp.methods.Method
     data: Any  # ptexp.data.LabeledSplits
     is_main: bool
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -72,6 +73,7 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
 
     from ptexp.data import load_splits
     from ptexp.distributed import cpu_allotment, is_main_process
+    from ptexp.methods import get_method
     from ptexp.modeling import load_backbone_config
     from ptexp.tasks import get_task
     from ptexp.validate import check_positions, check_run
@@ -88,8 +90,11 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
     )
     for warning in warnings:
         log.warning(warning)
+    method = get_method(cfg.method.name)
     _, backbone = load_backbone_config(cfg.model)
-    check_positions(cfg.dataset.max_length, cfg.prompt_encoder.num_virtual_tokens, backbone, cfg.model.name_or_path)
+    tokens = method.virtual_tokens(cfg)
+    where = f"{method.tokens_key}={tokens}"
+    check_positions(cfg.dataset.max_length, tokens, backbone, cfg.model.name_or_path, where)
     torch.set_num_threads(cfg.num_threads or num_threads or cpu_allotment())
     set_seed(cfg.seed, deterministic=cfg.deterministic)
     # Under torch.distributed rank 0 fills the datasets cache first; the others read it.
@@ -99,7 +104,7 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    return Prepared(cfg, run_dir, args, get_task(cfg.dataset.task), data, is_main)
+    return Prepared(cfg, run_dir, args, get_task(cfg.dataset.task), method, data, is_main)
 
 
 def build(prepared: Prepared) -> Built:
@@ -108,8 +113,9 @@ def build(prepared: Prepared) -> Built:
 
     cfg = prepared.cfg
     with prepared.args.main_process_first(desc="tokenize"):
-        tokenizer, model = build_model(cfg.model, cfg.prompt_encoder, prepared.task, prepared.data.label_names)
-        tokenized = prepared.task.tokenize(prepared.data.splits, tokenizer, cfg.dataset.max_length)
+        tokenizer, model = build_model(cfg, prepared.task, prepared.data.label_names)
+        encode = prepared.method.encoder(cfg, prepared.task)
+        tokenized = prepared.task.tokenize(prepared.data.splits, tokenizer, cfg.dataset.max_length, encode=encode)
     trainable, total = count_parameters(model)
     return Built(prepared, tokenizer, model, tokenized, trainable, total)
 
@@ -167,6 +173,7 @@ def fit(built: Built) -> Fitted:
         "train_samples_per_second": train_out.metrics.get("train_samples_per_second"),
         "train_loss": train_out.metrics.get("train_loss"),
         "runtime": time.perf_counter() - prepared.clock,
+        "peak_memory_mb": _peak_memory_mb(),
         "num_examples": {s: len(d) for s, d in prepared.data.splits.items()},
         "world_size": args.world_size,
     }
@@ -182,10 +189,13 @@ def record(fitted: Fitted, wb: Any = None, overrides: list[str] | None = None) -
     built, metrics = fitted.built, fitted.metrics
     prepared = built.prepared
     cfg, run_dir, data = prepared.cfg, prepared.run_dir, prepared.data
-    built.model.save_pretrained(run_dir / ADAPTER_DIR)
+    saved = prepared.method.save(built.model, built.tokenizer, run_dir)
     built.tokenizer.save_pretrained(run_dir / ADAPTER_DIR)
-    # The full prompt encoder (MLP/LSTM weights), which the peft adapter does not keep.
-    save_file(trainable_state(built.model), str(run_dir / TRAINABLE_STATE))
+    if prepared.method.saves_trainable_state:
+        # Every trainable tensor by name: for P-tuning the MLP/LSTM that the peft adapter drops.
+        save_file(trainable_state(built.model), str(run_dir / TRAINABLE_STATE))
+        saved.append(run_dir / TRAINABLE_STATE)
+    metrics["saved_bytes"] = sum(_size(p) for p in saved)
     if cfg.save_predictions:
         records = prepared.task.prediction_records(data.splits["test"], fitted.prediction.predictions, data.label_names)
         write_atomic(run_dir / PREDICTIONS_FILE, "".join(_json_line(r) for r in records))
@@ -223,7 +233,6 @@ def run(
     ``num_threads`` is the job's share of the machine when a launcher runs several jobs at
     once (``cfg.num_threads`` wins when set); ``tracking`` names the W&B run of a sweep job.
     """
-    from ptexp.modeling import effective_peft_dict
     from ptexp.tracking import wandb_run
 
     prepared = prepare(cfg, run_dir, num_threads)
@@ -232,7 +241,7 @@ def run(
     tracking = tracking or Tracking(name=cfg.run_name or ",".join(overrides or []) or "default")
     wandb_config = {
         **OmegaConf.to_container(cfg, resolve=True),
-        "peft_effective": effective_peft_dict(built.model),
+        "method_effective": prepared.method.describe(built.model),
         "trainable_params": built.trainable_params,
         "total_params": built.total_params,
         "labels": prepared.data.label_names,
@@ -259,6 +268,24 @@ def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for h in log_history
         if "eval_loss" in h
     ]
+
+
+def _peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process, and of the GPU when there is one."""
+    import resource
+
+    import torch
+
+    peak = {"cpu_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["cuda"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _json_line(record: dict[str, Any]) -> str:

@@ -100,6 +100,8 @@ class RunConfig:
     dataset: DatasetConfig = MISSING
     prompt_encoder: PromptEncoderConfig = MISSING
     trainer: dict[str, Any] = _f({}, "any transformers.TrainingArguments field")
+    # Each method checks its own keys (ptexp/methods/<name>.py): the group's options differ.
+    method: dict[str, Any] = _f({"name": "p_tuning"}, "the training method; method=<name> picks one")
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = _f(42, "seed of weights init, data order and dropout")

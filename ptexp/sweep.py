@@ -95,9 +95,9 @@ def experiment_config(cfg: DictConfig, drop: Iterable[str] = ()) -> dict[str, An
     assert isinstance(data, dict)
     for key in NON_EXPERIMENT_KEYS:
         data.pop(key, None)
-    pe = data.get("prompt_encoder", {})
-    if isinstance(pe, dict) and pe.get("encoder_reparameterization_type") == "MLP":
-        pe["encoder_num_layers"], pe["encoder_dropout"] = 2, 0.0
+    from ptexp.methods import get_method
+
+    data = get_method(str(data.get("method", {}).get("name", "p_tuning"))).effective(data)
     for dotted in drop:
         *parents, leaf = dotted.split(".")
         node: Any = data

@@ -88,11 +88,16 @@ class PTuningTrainer(Trainer):
         return type(output)(output.global_step, loss, output.metrics)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:
-            output_dir = output_dir or self.args.output_dir
-            model = self.accelerator.unwrap_model(self.model)
-            save_file(trainable_state(model), os.path.join(output_dir, TRAINABLE_STATE))
+        # A checkpoint's weights are its trainable tensors, once: the Trainer's own save would
+        # add a peft adapter (useless for resuming, peft#1247) or, for full fine-tuning, a
+        # second copy of the whole model every epoch. The run's artifact is saved at the end.
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        save_file(trainable_state(model), os.path.join(output_dir, TRAINABLE_STATE))
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         try:

@@ -13,7 +13,6 @@ from ptexp.experiment import DEFAULT_METRIC, METRICS, greater_is_better
 
 log = logging.getLogger(__name__)
 
-REPARAMETERIZATIONS = ("MLP", "LSTM")
 LOGGER_BACKENDS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 # TrainingArguments that ptexp derives from the run itself; the hint says where they come from.
@@ -31,40 +30,6 @@ RENAMED_TRAINER_KEYS = {
     "group_by_length": "train_sampling_strategy=group_by_length",
     "no_cuda": "use_cpu",
 }
-
-
-def check_prompt_encoder(pe: DictConfig) -> list[str]:
-    """Errors for invalid values; returns warnings for values peft silently ignores."""
-    if pe.num_virtual_tokens <= 0:
-        raise ConfigError(
-            f"prompt_encoder.num_virtual_tokens={pe.num_virtual_tokens} must be a positive integer "
-            "(P-tuning papers use 1 to 128)."
-        )
-    if pe.encoder_hidden_size <= 0:
-        raise ConfigError(f"prompt_encoder.encoder_hidden_size={pe.encoder_hidden_size} must be a positive integer.")
-    if pe.encoder_num_layers <= 0:
-        raise ConfigError(f"prompt_encoder.encoder_num_layers={pe.encoder_num_layers} must be a positive integer.")
-    kind = str(pe.encoder_reparameterization_type)
-    if kind not in REPARAMETERIZATIONS:
-        raise ConfigError(
-            f"prompt_encoder.encoder_reparameterization_type='{kind}' is not valid; choose MLP or LSTM "
-            "(prompt_encoder=mlp or prompt_encoder=lstm)."
-        )
-    if not 0.0 <= pe.encoder_dropout < 1.0:
-        raise ConfigError(f"prompt_encoder.encoder_dropout={pe.encoder_dropout} must be in [0, 1).")
-    warnings = []
-    if kind == "MLP":
-        if pe.encoder_num_layers != 2:
-            warnings.append(
-                f"prompt_encoder.encoder_num_layers={pe.encoder_num_layers} has no effect with the MLP encoder: "
-                "peft's MLP always has 3 linear layers. Use prompt_encoder=lstm to vary depth."
-            )
-        if pe.encoder_dropout != 0:
-            warnings.append(
-                f"prompt_encoder.encoder_dropout={pe.encoder_dropout} has no effect with the MLP encoder: "
-                "peft never applies it. With prompt_encoder=lstm it acts between LSTM layers."
-            )
-    return warnings
 
 
 def check_logger(logger_cfg: DictConfig) -> None:
@@ -165,7 +130,9 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any], **fixed: Any) -> Any
         raise ConfigError(f"{where}: {message}") from None
 
 
-def check_positions(max_length: int, num_virtual_tokens: int, backbone_config: Any, model_name: str) -> None:
+def check_positions(
+    max_length: int, num_virtual_tokens: int, backbone_config: Any, model_name: str, where: str = ""
+) -> None:
     limit = getattr(backbone_config, "max_position_embeddings", None)
     if limit is None:
         return
@@ -178,7 +145,7 @@ def check_positions(max_length: int, num_virtual_tokens: int, backbone_config: A
     usable = limit - offset
     if max_length + num_virtual_tokens > usable:
         raise ConfigError(
-            f"dataset.max_length={max_length} + prompt_encoder.num_virtual_tokens={num_virtual_tokens} = "
+            f"dataset.max_length={max_length} + {where or num_virtual_tokens} = "
             f"{max_length + num_virtual_tokens} exceeds the {usable} positions of {model_name}: virtual "
             f"tokens take positions too. Lower dataset.max_length to at most {usable - num_virtual_tokens}."
         )
@@ -188,9 +155,10 @@ def check_run(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
     """Every check that needs no data or weights, once per run: returns the run's
     TrainingArguments and the warnings to log."""
     from ptexp.data import check_sources
+    from ptexp.methods import get_method
     from ptexp.tasks import get_task
 
-    warnings = check_prompt_encoder(cfg.prompt_encoder)
+    warnings = get_method(cfg.method.name).check(cfg)
     check_logger(cfg.logger)
     check_sources(cfg.dataset)
     get_task(cfg.dataset.task)

@@ -513,7 +513,7 @@ def warm_caches(s: Settings, model: str, work: Path) -> None:
         cfg = _compose([*ptexp_overrides(s, model, train, eval_, test, epochs), f"paths.root={work / 'warm'}"])
         task = get_task(cfg.dataset.task)
         data = load_splits(cfg.dataset)
-        tokenizer, _ = build_model(cfg.model, cfg.prompt_encoder, task, data.label_names)
+        tokenizer, _ = build_model(cfg, task, data.label_names)
         task.tokenize(data.splits, tokenizer, cfg.dataset.max_length)
 
 

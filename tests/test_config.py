@@ -13,7 +13,7 @@ from ptexp.errors import ConfigError
 from ptexp.validate import check_trainer
 from tests.conftest import compose_cfg
 
-GROUPS = ("model", "dataset", "prompt_encoder", "trainer", "logger")
+GROUPS = ("model", "dataset", "method", "prompt_encoder", "trainer", "logger")
 # Presets that patch the whole config (``# @package _global_``) or Hydra's, with how to select them.
 PRESETS = (("experiment", "experiment"), ("sweep", "+sweep"), ("hparams_search", "hparams_search"))
 

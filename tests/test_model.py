@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ptexp.modeling import build_model, count_parameters, effective_peft_dict
+from ptexp.methods import get_method
+from ptexp.modeling import build_model, count_parameters
 from ptexp.tasks import get_task
 from tests.conftest import compose_cfg
 
@@ -20,12 +21,12 @@ def test_mlp_trainable_parameters_match_formula(tiny_bert, n: int, h: int) -> No
         ]
     )
     labels = ["a", "b", "c"]
-    _, model = build_model(cfg.model, cfg.prompt_encoder, get_task("SEQ_CLS"), labels)
+    _, model = build_model(cfg, get_task("SEQ_CLS"), labels)
     d, k = 32, len(labels)
     encoder = n * d + (d * h + h) + (h * h + h) + (h * d + d)
     head = d * k + k
     assert count_parameters(model)[0] == encoder + head
-    assert effective_peft_dict(model)["num_virtual_tokens"] == n
+    assert get_method("p_tuning").describe(model)["num_virtual_tokens"] == n
 
 
 def test_lstm_trainable_parameters_match_formula(tiny_bert) -> None:
@@ -40,7 +41,7 @@ def test_lstm_trainable_parameters_match_formula(tiny_bert) -> None:
             f"prompt_encoder.encoder_num_layers={layers}",
         ]
     )
-    _, model = build_model(cfg.model, cfg.prompt_encoder, get_task("SEQ_CLS"), ["x", "y"])
+    _, model = build_model(cfg, get_task("SEQ_CLS"), ["x", "y"])
     d = 32
     lstm = 0
     for layer in range(layers):
@@ -52,7 +53,7 @@ def test_lstm_trainable_parameters_match_formula(tiny_bert) -> None:
 
 def test_extra_trainable_modules_train_the_pooler(tiny_bert) -> None:
     cfg = compose_cfg([f"model.name_or_path={tiny_bert}", "model.extra_trainable_modules=[pooler]"])
-    _, model = build_model(cfg.model, cfg.prompt_encoder, get_task("SEQ_CLS"), ["x", "y"])
+    _, model = build_model(cfg, get_task("SEQ_CLS"), ["x", "y"])
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("pooler" in n for n in trainable)
     assert not any("encoder.layer" in n for n in trainable)
@@ -60,6 +61,6 @@ def test_extra_trainable_modules_train_the_pooler(tiny_bert) -> None:
 
 def test_labels_come_from_the_data(tiny_bert) -> None:
     cfg = compose_cfg([f"model.name_or_path={tiny_bert}"])
-    _, model = build_model(cfg.model, cfg.prompt_encoder, get_task("SEQ_CLS"), ["neg", "pos"])
+    _, model = build_model(cfg, get_task("SEQ_CLS"), ["neg", "pos"])
     config = model.base_model.config
     assert config.num_labels == 2 and config.id2label == {0: "neg", 1: "pos"}

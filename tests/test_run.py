@@ -128,7 +128,7 @@ def test_wandb_offline_run_holds_config_and_final_metrics(tiny_run) -> None:
     assert record["run"].display_name == "trainer=smoke"
     config = record["config"]
     assert config["prompt_encoder"]["num_virtual_tokens"] == 4
-    assert config["peft_effective"]["peft_type"] == "P_TUNING"
+    assert config["method_effective"]["peft_type"] == "P_TUNING"
     assert config["trainable_params"] == metrics["trainable_params"]
     assert record["summary"]["final/test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert any("train/loss" in h for h in record["history"])

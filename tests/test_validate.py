@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ptexp.errors import ConfigError
+from ptexp.methods.p_tuning import check_prompt_encoder
 from ptexp.run import run
-from ptexp.validate import check_prompt_encoder, check_trainer
+from ptexp.validate import check_trainer
 from tests.conftest import compose_cfg, set_key, write_table
 
 

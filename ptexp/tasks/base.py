@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,8 +29,12 @@ class Task(ABC):
         """Model inputs for a batch of raw examples (columns ``text`` and, for pairs, ``text_pair``)."""
 
     @abstractmethod
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
-        """Model inputs for every split, unpadded (the collator pads per batch)."""
+    def tokenize(
+        self, splits: DatasetDict, tokenizer: Any, max_length: int, encode: Callable[..., Any] | None = None
+    ) -> DatasetDict:
+        """Model inputs for every split, unpadded (the collator pads per batch). ``encode``
+        (tokenizer, batch, max_length) replaces the task's own :meth:`encode` when the method
+        places tokens of its own (template P-tuning)."""
 
     @abstractmethod
     def collator(self, tokenizer: Any) -> Any:

@@ -6,6 +6,7 @@ transformers and scipy are imported where they are used, so importing the task (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,11 +51,14 @@ class SequenceClassification(Task):
         pair = batch.get("text_pair")
         return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
 
-    def tokenize(self, splits: DatasetDict, tokenizer: Any, max_length: int) -> DatasetDict:
+    def tokenize(
+        self, splits: DatasetDict, tokenizer: Any, max_length: int, encode: Callable[..., Any] | None = None
+    ) -> DatasetDict:
         text_columns = [c for c in TEXT_COLUMNS if c in splits["train"].column_names]
+        encode = encode or self.encode
         # datasets caches this map by fingerprint: a sweep tokenises each split once.
         return splits.map(
-            lambda batch: self.encode(tokenizer, batch, max_length),
+            lambda batch: encode(tokenizer, batch, max_length),
             batched=True,
             remove_columns=text_columns,
             desc="tokenize",

@@ -175,6 +175,7 @@ def fit(built: Built) -> Fitted:
         "runtime": time.perf_counter() - prepared.clock,
         "peak_memory_mb": _peak_memory_mb(),
         "num_examples": {s: len(d) for s, d in prepared.data.splits.items()},
+        "majority_class": _majority_class(prepared.data),
         "world_size": args.world_size,
     }
     return Fitted(built, trainer, metrics, prediction)
@@ -259,6 +260,18 @@ def run(
     log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
     log.info("finished: %s", prepared.run_dir.resolve())
     return metrics
+
+
+def _majority_class(data: Any) -> dict[str, Any]:
+    """The floor: always predicting train's most frequent label, scored on validation and test."""
+    from collections import Counter
+
+    labels = {split: list(d["label"]) for split, d in data.splits.items()}
+    majority = Counter(labels["train"]).most_common(1)[0][0]
+    return {
+        "label": data.label_names[majority],
+        **{f"{split}_accuracy": labels[split].count(majority) / len(labels[split]) for split in ("validation", "test")},
+    }
 
 
 def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

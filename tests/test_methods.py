@@ -13,6 +13,7 @@ from ptexp.methods import all_methods
 from ptexp.predict import predict
 from ptexp.run import run
 from tests.conftest import compose_cfg, tiny_overrides
+from tests.wandb_records import read_run
 
 pytestmark = pytest.mark.slow  # trains tiny models end to end
 
@@ -48,7 +49,12 @@ def test_every_registered_method_is_tested() -> None:
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_trains_saves_predicts_and_counts(name: str, tiny_bert, tweet_files, tmp_path) -> None:
-    metrics = run(compose_cfg(method_overrides(name, tiny_bert, tweet_files, tmp_path)), tmp_path / "run")
+    overrides = [*method_overrides(name, tiny_bert, tweet_files, tmp_path), "logger=wandb"]
+    metrics = run(compose_cfg(overrides), tmp_path / "run")
+    (wandb_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    record = read_run(wandb_file)
+    assert record["config"]["method"]["name"] == name and record["config"]["method_effective"]["method"] == name
+    assert record["summary"]["final/test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     _, formula = METHODS[name]
     if formula is None:
         assert metrics["trainable_params"] == metrics["total_params"]

@@ -1,5 +1,8 @@
 """Turn a folder of finished runs into results a paper can use: ``results.csv``, an ablation
-table whose best cell is selected on validation and reported on test, and figures.
+table whose best cell is selected on validation and reported on test, and figures. When the
+runs differ in training method, also a methods table (``methods.md``/``.tex``: accuracy and
+macro-F1, trainable parameters, time, memory, saved size, the majority-class floor) and a
+Pareto figure of test accuracy against trainable parameters (``pareto.pdf``/``.png``).
 
 The folder is a sweep (``outputs/multiruns/<sweep>``: every job folder in it, whatever launch
 made it) or any folder of single runs (``outputs/runs/<day>``: the columns are the config keys
@@ -20,6 +23,7 @@ import re
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,8 +57,19 @@ log = logging.getLogger("ptexp.report")
 RESULTS_FILE = "results.csv"
 TABLE_MD = "ablation.md"
 TABLE_TEX = "ablation.tex"
+METHODS_MD = "methods.md"
+METHODS_TEX = "methods.tex"
+PARETO = "pareto"
 SEED = "seed"
 TOKENS = "prompt_encoder.num_virtual_tokens"
+# The training method: the `method` group's choice, recorded as method.name in config.yaml.
+METHOD = "method"
+METHOD_NAME = "method.name"
+# What every run made before the method registry was: its config.yaml has no `method`.
+DEFAULT_METHOD = "p_tuning"
+# The methods table always shows both; the report's metric is added when it is another.
+METHOD_METRICS = ("accuracy", "macro_f1")
+MIB = 2**20  # peak_memory_mb is MiB (ru_maxrss / 1024); saved sizes use the same unit
 SPLITS = ("validation", "test")
 # Folders a run folder search never enters: they hold files named like a run's own
 # (W&B's files/config.yaml) without being runs.
@@ -203,13 +218,42 @@ def _ignored(key: str) -> bool:
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
     """The config as dotted keys (lists as JSON text, so that values compare and group),
     without the keys that never change a result."""
+    return _flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+
+def _flatten(data: dict[str, Any] | None) -> dict[str, Any]:
     import pandas as pd
 
-    data = OmegaConf.to_container(cfg, resolve=True)
     flat = pd.json_normalize(data).iloc[0].to_dict() if data else {}
     return {
         k: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v for k, v in flat.items() if not _ignored(k)
     }
+
+
+def _method_ignores(method: str, cfg: DictConfig) -> frozenset[str]:
+    """The config keys (and whole groups, such as ``prompt_encoder``) that ``method`` ignores,
+    as its own ``effective`` normalisation says: the sweep dedupes on the same rule, so LoRA's
+    job keeps whatever num_virtual_tokens its overrides named although LoRA has none. The
+    report shows such a value as "–" rather than as a setting the run had."""
+    import copy
+
+    try:
+        from ptexp.methods import get_method
+
+        data = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(data, dict)
+        kept = set(_flatten(get_method(method).effective(copy.deepcopy(data))))
+    except Exception as err:  # noqa: BLE001  (an unknown or broken method must not cost the report)
+        log.debug("method %s: effective config unavailable (%s); no key shown as not applying", method, err)
+        return frozenset()
+    removed = set(_flatten(data)) - kept
+    groups = {
+        prefix
+        for key in removed
+        for prefix in (key.rsplit(".", i)[0] for i in range(1, key.count(".") + 1))
+        if prefix not in kept and not any(k.startswith(f"{prefix}.") for k in kept)
+    }
+    return frozenset(removed | groups)
 
 
 @dataclass
@@ -221,10 +265,18 @@ class JobRecord:
     choices: dict[str, Any]  # Hydra's config-group choices (prompt_encoder: lstm)
     metrics: dict[str, Any]
     error: str | None = None
+    method: str = DEFAULT_METHOD
+    # Keys the job's method ignores (LoRA: prompt_encoder.*): their value is no setting of the run.
+    ignored: frozenset[str] = frozenset()
+    labels: list[str] | None = None  # the class names (run.json), for the majority-class macro-F1
 
     def value(self, key: str) -> Any:
         """The value this job ran with: the saved config is the truth; a key a launch did not
-        sweep (an axis added later) is found there too."""
+        sweep (an axis added later) is found there too. None for a key its method ignores."""
+        if key == METHOD:
+            return self.method
+        if key in self.ignored:
+            return None
         for source in (self.config, self.choices, self.overrides):
             if key in source:
                 return source[key]
@@ -236,7 +288,8 @@ def read_job(job: Job) -> JobRecord:
 
     status = job_status(job.dir)
     config_file = job.dir / CONFIG_FILE
-    config = flat_config(OmegaConf.load(config_file)) if config_file.is_file() else {}
+    saved = OmegaConf.load(config_file) if config_file.is_file() else None
+    config = flat_config(saved) if saved is not None else {}
     hydra_file = job.dir / HYDRA_DIR / "hydra.yaml"
     choices: dict[str, Any] = {}
     if hydra_file.is_file():
@@ -248,7 +301,32 @@ def read_job(job: Job) -> JobRecord:
         # Per-epoch history (a list) stays in metrics.json: one row is one run's final figures.
         metrics = {k: v for k, v in flat.items() if not isinstance(v, (list, dict))}
     error = read_status(job.dir).get("error") if status != "completed" else None
-    return JobRecord(job, status, parse_overrides(job.overrides), config, choices, metrics, error)
+    overrides = parse_overrides(job.overrides)
+    method = str(
+        config.get(METHOD_NAME)
+        or choices.get(METHOD)
+        or overrides.get(METHOD_NAME)
+        or overrides.get(METHOD)
+        or DEFAULT_METHOD
+    )
+    ignored = _method_ignores(method, saved) if saved is not None else frozenset()
+    if config:
+        # A run from before the method registry was P-tuning: it groups with today's p_tuning runs.
+        config.setdefault(METHOD_NAME, method)
+    run_file = job.dir / RUN_FILE
+    labels = read_json(run_file).get("labels") if status == "completed" and run_file.is_file() else None
+    return JobRecord(
+        job,
+        status,
+        overrides,
+        config,
+        choices,
+        metrics,
+        error,
+        method=method,
+        ignored=ignored,
+        labels=[str(label) for label in labels] if isinstance(labels, list) else None,
+    )
 
 
 # -- the table's rows and columns ---------------------------------------------------------------------------------
@@ -273,8 +351,13 @@ def _sort_key(value: Any) -> tuple:
 
 def _varies(records: list[JobRecord], key: str) -> bool:
     # A job that never wrote its config (planned, not started) does not know the value: it
-    # must not make a constant key look swept.
-    known = [r for r in records if key in r.config or key in r.choices or key in r.overrides]
+    # must not make a constant key look swept. Nor does a job whose method ignores the key:
+    # LoRA beside P-tuning must not make every prompt_encoder key a column.
+    known = [
+        r
+        for r in records
+        if (key == METHOD or key in r.config or key in r.choices or key in r.overrides) and key not in r.ignored
+    ]
     return len({_canon(r.value(key)) for r in known}) > 1
 
 
@@ -286,6 +369,13 @@ def find_axes(records: list[JobRecord], kind: str, folder: Path) -> tuple[list[s
     """The columns that tell cells apart (the seed is the replicate, never an axis), and notes
     on any the sweep did not declare."""
     done = [r for r in records if r.status == "completed"]
+    axes, notes = _find_axes(records, done, kind, folder)
+    # One name for the method whichever way it was chosen (method=lora, method.name=lora, or
+    # the config of single runs): the value is JobRecord.method either way.
+    return _unique([METHOD if a == METHOD_NAME else a for a in axes]), notes
+
+
+def _find_axes(records: list[JobRecord], done: list[JobRecord], kind: str, folder: Path) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     if kind == "optuna":
         # Only what the study searched: other varying columns are outcomes (metrics), not inputs.
@@ -335,7 +425,9 @@ def collect(folder: Path, kind: str | None = None) -> tuple[pd.DataFrame, list[J
     )
     rows = []
     for r in records:
-        row: dict[str, Any] = {"job": r.job.name, "status": r.status, "error": r.error}
+        # The method always, even for a sweep of one method: results.csv from several sweeps
+        # then concatenate into one comparison.
+        row: dict[str, Any] = {"job": r.job.name, "status": r.status, "error": r.error, METHOD: r.method}
         row.update({k: r.value(k) for k in keys})
         row.update(r.metrics)
         rows.append(row)
@@ -552,7 +644,8 @@ def heatmap(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> lis
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    x_key = TOKENS if TOKENS in axes else max(axes, key=lambda a: table[a].map(_canon).nunique())
+    # dropna=False: "–" (a method without the axis) is a column of the heatmap like any value.
+    x_key = TOKENS if TOKENS in axes else max(axes, key=lambda a: table[a].map(_canon).nunique(dropna=False))
     y_key = next(a for a in axes if a != x_key)
     xs = sorted({_canon(v): v for v in table[x_key]}.values(), key=_sort_key)
     ys = sorted({_canon(v): v for v in table[y_key]}.values(), key=_sort_key)
@@ -607,28 +700,56 @@ def heatmap(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> lis
         return _save_figure(fig, out, "heatmap")
 
 
+def _is_number(value: Any) -> bool:
+    canon = _canon(value)
+    return canon is not None and canon[0] == "num"
+
+
+def legend_columns(labels: list[str], most: int = 4) -> int:
+    """As many legend columns (up to ``most``) as fit a column-wide figure: a legend wider than
+    the axes widens the saved figure past the paper's column. Matplotlib fills a legend column
+    by column; width is estimated from the label lengths at the 7-pt legend font."""
+    font = float(FIGURE_STYLE["legend.fontsize"])
+    for ncol in range(min(most, len(labels)), 1, -1):
+        rows = -(-len(labels) // ncol)
+        columns = [labels[i : i + rows] for i in range(0, len(labels), rows)]
+        # per column: handle (2 em) + gap (0.4 em) + text (~0.55 em a character) + spacing (1 em)
+        width = sum(font * (3.4 + 0.55 * max(len(text) for text in column)) for column in columns)
+        if width <= COLUMN_WIDTH_IN * 72:
+            return ncol
+    return 1
+
+
 def line_plot(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> list[Path]:
     """Test metric against prompt length (else the first numeric axis), one line per value of
-    the other axes, error bars = std over seeds."""
+    the other axes, error bars = std over seeds. A cell whose method lacks the x axis (LoRA
+    beside P-tuning's prompt lengths) is a horizontal line, not left out."""
     import matplotlib
     import numpy as np
     from matplotlib.figure import Figure
 
-    numeric = [a for a in axes if all(_canon(v) is not None and _canon(v)[0] == "num" for v in table[a])]
-    candidates = [a for a in ([TOKENS] if TOKENS in numeric else []) + numeric if table[a].map(_canon).nunique() >= 2]
+    # Numeric where set; "–" (None) is a method without the axis.
+    numeric = [a for a in axes if all(_canon(v) is None or _is_number(v) for v in table[a])]
+    candidates = [
+        a
+        for a in ([TOKENS] if TOKENS in numeric else []) + numeric
+        if len({c for c in table[a].map(_canon) if c is not None}) >= 2  # two x values that ran, "–" aside
+    ]
     if not candidates:
         return []
     x_key = candidates[0]
     others = [a for a in axes if a != x_key]
+    placed = table[table[x_key].map(_is_number)]
+    flat = table[~table[x_key].map(_is_number)]
     groups: dict[tuple, list[int]] = {}
-    for idx, r in table.iterrows():
+    for idx, r in placed.iterrows():
         groups.setdefault(tuple(_canon(r[a]) for a in others), []).append(idx)
-    if len(groups) > MAX_LINES:
-        log.info("line plot skipped: %d lines would not be readable", len(groups))
+    if len(groups) + len(flat) > MAX_LINES:
+        log.info("line plot skipped: %d lines would not be readable", len(groups) + len(flat))
         return []
     names = short_names(axes)
     stem = "prompt_length" if x_key == TOKENS else f"by_{names[x_key].replace('.', '_')}"
-    xs = [float(v) for v in table[x_key]]
+    xs = [float(v) for v in placed[x_key]]
     base = _log_base(xs)
     span = (math.log10(max(xs) / min(xs)) if base else max(xs) - min(xs)) or 1.0
     with matplotlib.rc_context(FIGURE_STYLE):
@@ -637,7 +758,7 @@ def line_plot(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> l
         handles, labels = [], []
         selected = None
         for k, members in enumerate(groups.values()):
-            part = table.loc[members].sort_values(x_key, key=lambda s: s.astype(float))
+            part = placed.loc[members].sort_values(x_key, key=lambda s: s.astype(float))
             # Lines side by side by a hair, so that their error bars do not hide each other.
             shift = (k - (len(groups) - 1) / 2) * 0.012 * span
             x = part[x_key].astype(float).to_numpy()
@@ -654,6 +775,13 @@ def line_plot(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> l
             chosen = part["selected"].to_numpy()
             if chosen.any():
                 selected = (x[chosen], part["test_mean"].to_numpy()[chosen])
+        for k, (_, r) in enumerate(flat.iterrows(), start=len(groups)):
+            # No x value to sit at: the cell's mean across the plot, dotted, in its own colour.
+            best = bool(r["selected"])
+            line = ax.axhline(r["test_mean"], color=LINE_COLORS[k], ls=":", lw=2.0 if best else 1.2)
+            handles.append(line)
+            values = ", ".join(show(r[a]) for a in others) or "all runs"
+            labels.append(f"{values} (best by validation {metric})" if best else values)
         if selected is not None:
             (ring,) = ax.plot(*selected, marker="o", ms=10, mfc="none", mec="black", ls="none")
             handles.append(ring)
@@ -666,19 +794,566 @@ def line_plot(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> l
         else:
             ax.set_title(f"Test {metric}, one run per point (no spread)")
         if others:
+            title = ", ".join(names[a] for a in others)
             fig.legend(
                 handles,
                 labels,
-                title=", ".join(names[a] for a in others),
+                title=f"{title} (dotted: no {names[x_key]})" if len(flat) else title,
                 loc="outside lower center",
-                ncol=min(len(handles), 4),
+                ncol=legend_columns(labels),
                 frameon=False,
                 columnspacing=1.0,
                 handletextpad=0.4,
             )
-        else:
-            ax.legend(handles[-1:], labels[-1:], frameon=False, loc="best")
+        else:  # one line, its label empty: the legend names only the ring and any flat line
+            ax.legend(handles[len(groups) :], labels[len(groups) :], frameon=False, loc="best")
         return _save_figure(fig, out, stem)
+
+
+# -- the methods table --------------------------------------------------------------------------------------------
+# metrics.json columns (flattened by read_job) the methods table averages over a row's seeds.
+RESOURCES = (
+    "trainable_params",
+    "total_params",
+    "train_runtime",
+    "peak_memory_mb.cpu_rss",
+    "peak_memory_mb.cuda",
+    "saved_bytes",
+)
+
+
+def method_axes(frame: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The axes that split a method into several rows (prompt length within P-tuning). An
+    axis that only follows the method (each method's own learning rate, LoRA's r) is part
+    of what the method is, not a column."""
+    done = frame[frame["status"] == "completed"]
+    extras = []
+    for axis in axes:
+        if axis == METHOD or axis not in done:
+            continue
+        values: dict[Any, set] = {}
+        for method, value in zip(done[METHOD], done[axis]):
+            values.setdefault(method, set()).add(_canon(value))  # None ("–") counts: dropna=False
+        if any(len(v) > 1 for v in values.values()):
+            extras.append(axis)
+    return extras
+
+
+def _numbers(part: pd.DataFrame, column: str) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_numeric(part[column], errors="coerce").dropna() if column in part else pd.Series([], dtype=float)
+
+
+def methods_table(frame: pd.DataFrame, extras: list[str], metric: str) -> pd.DataFrame | None:
+    """One row per method (and value of ``extras``; seeds pooled): n, validation and test mean and
+    std of accuracy, macro-F1 and ``metric``, the mean of each resource column, sorted by mean
+    validation ``metric`` (best first); ``selected`` marks the first. None unless the jobs
+    differ in method."""
+    import numpy as np
+    import pandas as pd
+
+    val = f"validation.{metric}"
+    if METHOD not in frame or frame[METHOD].map(_canon).nunique(dropna=False) < 2 or val not in frame:
+        return None
+    done = frame[(frame["status"] == "completed") & frame[val].notna()]
+    if done.empty:
+        return None
+    keys = [METHOD, *extras]
+    # By canonical value, as the ablation table groups: a method lacking an axis (None) keeps
+    # its own row, where pandas' groupby would drop it (dropna=True) without a word.
+    cells: dict[tuple, list[int]] = {}
+    for idx, row in done.iterrows():
+        cells.setdefault(tuple(_canon(row[k]) for k in keys), []).append(idx)
+    rows = []
+    for members in cells.values():
+        part = done.loc[members]
+        row: dict[str, Any] = {k: part.iloc[0][k] for k in keys}
+        row["n"] = len(part)
+        for split in SPLITS:
+            for name in _unique([*METHOD_METRICS, metric]):
+                values = _numbers(part, f"{split}.{name}")
+                row[f"{split}_{name}_mean"] = float(values.mean()) if len(values) else np.nan
+                row[f"{split}_{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        for column in RESOURCES:
+            values = _numbers(part, column)
+            row[column] = float(values.mean()) if len(values) else np.nan
+        row["seeds"] = ",".join(str(s) for s in part[SEED]) if SEED in part else ""
+        rows.append(row)
+    sign = -1.0 if greater_is_better(metric) else 1.0
+    mean = f"validation_{metric}_mean"
+    rows.sort(
+        key=lambda r: (
+            math.isnan(r[mean]),  # a row without the metric last, never dropped
+            sign * r[mean] if not math.isnan(r[mean]) else 0.0,
+            *(_sort_key(r[k]) for k in keys),
+        )
+    )
+    table = pd.DataFrame(rows)
+    table["selected"] = [i == 0 and not math.isnan(r[mean]) for i, r in enumerate(rows)]
+    return table
+
+
+@dataclass
+class Majority:
+    """The floor of always predicting train's most frequent label, from metrics.json's
+    ``majority_class``: its accuracy per split as (lowest, highest) over the jobs (equal when
+    they saw the same data), and the number of classes (run.json's labels) for its macro-F1."""
+
+    label: str | None
+    accuracy: dict[str, tuple[float, float]]
+    classes: int | None
+
+    def value(self, split: str, metric: str) -> tuple[float, float] | None:
+        """(lowest, highest) of ``metric`` on ``split``; None for a metric it has no value of."""
+        low, high = self.accuracy.get(split, (math.nan, math.nan))
+        if math.isnan(low):
+            return None
+        if metric == "accuracy":
+            return low, high
+        if metric == "macro_f1" and self.classes:
+            return majority_macro_f1(low, self.classes), majority_macro_f1(high, self.classes)
+        return None
+
+
+def majority_macro_f1(share: float, classes: int) -> float:
+    """Macro-F1 of always predicting one class that is ``share`` of the labels: that class has
+    precision ``share`` and recall 1, so F1 = 2p/(1+p); every other class scores 0 (never
+    predicted), and the macro average divides by the number of classes."""
+    return 2 * share / (1 + share) / classes
+
+
+def majority_class(frame: pd.DataFrame, records: list[JobRecord]) -> tuple[Majority | None, list[str]]:
+    """The majority-class row's figures over the tabulated jobs, and notes when the jobs
+    disagree (they did not see the same data) or lack what it needs."""
+    done = frame[frame["status"] == "completed"]
+    accuracy = {}
+    for split in SPLITS:
+        values = _numbers(done, f"majority_class.{split}_accuracy")
+        accuracy[split] = (float(values.min()), float(values.max())) if len(values) else (math.nan, math.nan)
+    if all(math.isnan(low) for low, _ in accuracy.values()):
+        return None, ["No job recorded majority_class in metrics.json (runs older than it): no majority-class row."]
+    notes = []
+    labels = sorted({str(v) for v in done["majority_class.label"].dropna()}) if "majority_class.label" in done else []
+    differ = [f"{split} accuracy {low:.4f}–{high:.4f}" for split, (low, high) in accuracy.items() if low != high]
+    if len(labels) > 1:
+        differ.append(f"label {', '.join(labels)}")
+    if differ:
+        notes.append(
+            f"The jobs disagree on the majority class ({'; '.join(differ)}): they did not all see the same data "
+            "(dataset options differ between jobs?); its row shows the range."
+        )
+    counts = {len(r.labels) for r in records if r.status == "completed" and r.labels}
+    classes = next(iter(counts)) if len(counts) == 1 else None
+    if classes is None:
+        reason = "disagree on" if counts else "do not record"
+        notes.append(
+            f"The majority class's macro-F1 needs the number of classes (run.json's labels): the jobs {reason} it."
+        )
+    return Majority(labels[0] if len(labels) == 1 else None, accuracy, classes), notes
+
+
+def count_text(count: float) -> str:
+    """A parameter count as a paper prints it: 1.2 M, 148 k, 475."""
+    if not math.isfinite(count):
+        return "–"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale * 0.9995:  # 999,600 is "1 M", not "1e+03 k"
+            return f"{count / scale:.3g} {unit}"
+    return f"{count:.0f}"
+
+
+def _significant(value: float, digits: int = 2) -> str:
+    """``digits`` significant digits without an exponent (0.0012, 0.15, 12, 100)."""
+    if not math.isfinite(value):
+        return "–"
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def _amount(value: float) -> str:
+    """Seconds and megabytes: three significant digits, whole numbers from 100 up."""
+    if not math.isfinite(value):
+        return "–"
+    return _significant(value, 3) if abs(value) < 100 else f"{value:.0f}"
+
+
+def _params_cell(trainable: float, total: float) -> str:
+    if not math.isfinite(trainable):
+        return "–"
+    if not math.isfinite(total) or total <= 0:
+        return count_text(trainable)
+    return f"{count_text(trainable)} ({_significant(100 * trainable / total)} %)"
+
+
+def methods_caption(metric: str) -> str:
+    direction = "" if greater_is_better(metric) else " (lower is better)"
+    return (
+        f"Methods: validation and test {' and '.join(_unique([*METHOD_METRICS, metric]))}, mean ± std over n runs "
+        f"(seeds), each run at its epoch selected on validation; rows sorted by mean validation {metric}{direction}; "
+        f"best method (bold) selected by mean validation {metric}; test {metric} reported. Trainable parameters: "
+        "count and share of the model's; train time: mean seconds of training; peak memory: mean peak CPU resident "
+        "set (and GPU memory allocated) per run, MB = 1,048,576 bytes; saved: what the run saved (adapter or "
+        "model, and trainable state). Majority class: always predicting the most frequent training label "
+        "(macro-F1 = 2p/(1+p)/K for its share p among K classes)."
+    )
+
+
+def format_methods_table(
+    table: pd.DataFrame, extras: list[str], metric: str, majority: Majority | None, latex: bool = False
+) -> str:
+    """Markdown (or LaTeX) of :func:`methods_table`, with the majority class as the last row; the
+    selected method's name and test ``metric`` cell are bold."""
+    import pandas as pd
+
+    def text(value: str) -> str:
+        return _tex(value) if latex else value
+
+    def bold(value: str) -> str:
+        return f"\\textbf{{{value}}}" if latex else f"**{value}**"
+
+    names = short_names(extras)
+    metrics = _unique([*METHOD_METRICS, metric])
+    shown = pd.DataFrame({METHOD: [text(show(v)) for v in table[METHOD]]})
+    for axis in extras:
+        shown[names[axis]] = [text(show(v)) for v in table[axis]]
+    metric_columns = {}
+    for split in SPLITS:
+        for name in metrics:
+            column = f"{split} {name} (mean ± std)"
+            metric_columns[split, name] = column
+            shown[column] = [
+                _cell(r[f"{split}_{name}_mean"], r[f"{split}_{name}_std"], int(r["n"]), latex)
+                for _, r in table.iterrows()
+            ]
+    shown["trainable params"] = [
+        text(_params_cell(r["trainable_params"], r["total_params"])) for _, r in table.iterrows()
+    ]
+    shown["train time (s)"] = [_amount(v) for v in table["train_runtime"]]
+    shown["peak memory (MB)"] = [_amount(v) for v in table["peak_memory_mb.cpu_rss"]]
+    has_cuda = bool(table["peak_memory_mb.cuda"].notna().any())
+    if has_cuda:  # a GPU run: its CUDA peak is the memory that limits it
+        shown["peak GPU memory (MB)"] = [_amount(v) for v in table["peak_memory_mb.cuda"]]
+    shown["saved (MB)"] = [_amount(v / MIB) for v in table["saved_bytes"]]
+    shown["n"] = [str(int(n)) for n in table["n"]]
+    if table["selected"].any():
+        best = int(table.index[table["selected"]][0])
+        shown.at[best, METHOD] = bold(shown.at[best, METHOD])
+        column = metric_columns["test", metric]
+        if shown.at[best, column] == "–":  # no test figure: the validation one that chose it
+            column = metric_columns["validation", metric]
+        shown.at[best, column] = bold(shown.at[best, column])
+    if majority is not None:
+        row = dict.fromkeys(shown.columns, "–")
+        row[METHOD] = text(f"majority class ({majority.label})" if majority.label else "majority class")
+        for (split, name), column in metric_columns.items():
+            span = majority.value(split, name)
+            if span is not None:
+                low, high = span
+                row[column] = f"{low:.4f}" if math.isclose(low, high) else f"{low:.4f}–{high:.4f}"
+        row["trainable params"] = "0"
+        shown = pd.concat([shown, pd.DataFrame([row])], ignore_index=True)
+    if not latex:
+        return shown.to_markdown(index=False, disable_numparse=True)
+    shown.columns = [_tex(c) for c in shown.columns]
+    tex = shown.to_latex(index=False, escape=False, caption=_tex(methods_caption(metric)), label="tab:methods")
+    if majority is not None:
+        # A rule above the floor: it is a reference, not a method ranked with the others.
+        tex = re.sub(r"\n(majority class)", r"\n\\midrule\n\1", tex, count=1)
+    return tex
+
+
+def _missing_axis_note(table: pd.DataFrame, extras: list[str]) -> list[str]:
+    names = short_names(extras)
+    lacking = {f"{show(r[METHOD])}: {names[a]}" for _, r in table.iterrows() for a in extras if _canon(r[a]) is None}
+    if not lacking:
+        return []
+    return [f"–: a setting the method does not have ({'; '.join(sorted(lacking))})."]
+
+
+def pareto_front(points: list[tuple[float, float]], greater: bool = True) -> list[int]:
+    """Indexes of the points (trainable parameters, mean metric) no other point dominates: none
+    has as few or fewer parameters and a better mean, with one of the two strictly so."""
+
+    def better(a: float, b: float) -> bool:
+        return a > b if greater else a < b
+
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (xj <= x and (better(yj, y) or yj == y)) and (xj < x or better(yj, y))
+            for j, (xj, yj) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def _point_label(row: pd.Series, extras: list[str]) -> str:
+    values = [show(row[a]) for a in extras if _canon(row[a]) is not None]
+    return f"{show(row[METHOD])} ({', '.join(values)})" if values else show(row[METHOD])
+
+
+def pareto_figure(
+    table: pd.DataFrame, extras: list[str], metric: str, majority: Majority | None
+) -> tuple[Figure | None, list[str]]:
+    """Test ``metric`` against trainable parameters (log x), one labelled point per row with
+    its std as error bar, the Pareto frontier as a step line, the majority class dashed, the
+    row selected on validation ringed. Notes name rows it cannot place."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    mean, std = f"test_{metric}_mean", f"test_{metric}_std"
+    usable = table[(table["trainable_params"] > 0) & table[mean].notna()]
+    notes = []
+    left_out = [show(r[METHOD]) for i, r in table.iterrows() if i not in usable.index]
+    if left_out:
+        notes.append(
+            f"Not in the Pareto figure (no trainable_params or test {metric} in metrics.json): {', '.join(left_out)}."
+        )
+    if len(usable) < 2:
+        return None, notes
+    greater = greater_is_better(metric)
+    xs = usable["trainable_params"].to_numpy(dtype=float)
+    ys = usable[mean].to_numpy(dtype=float)
+    errs = np.nan_to_num(usable[std].to_numpy(dtype=float))
+    front = pareto_front(list(zip(xs, ys)), greater)
+    methods = list(dict.fromkeys(show(m) for m in table[METHOD]))  # colour by method, stable across rows
+    floor = majority.value("test", metric) if majority is not None else None
+    with matplotlib.rc_context(FIGURE_STYLE):
+        # Taller with more points: their labels need the room (a column figure cannot widen).
+        height = min(2.9 + 0.12 * max(0, len(usable) - 8), 4.5)
+        fig = Figure(figsize=(COLUMN_WIDTH_IN, height), layout="constrained")
+        ax = fig.add_subplot()
+        # Okabe & Ito without its yellow: a lone marker in it vanishes on white.
+        colors = [c for c in LINE_COLORS if c != "#F0E442"]
+        for x, y, err, (_, r) in zip(xs, ys, errs, usable.iterrows()):
+            k = methods.index(show(r[METHOD])) % len(colors)
+            ax.errorbar([x], [y], yerr=[err], color=colors[k], marker=MARKERS[k], ls="none", zorder=3)
+        handles, labels = [], []
+        # Limits before the frontier: its last step runs to the right edge (more parameters buy
+        # nothing beyond it), and the labels need room on both sides of the outermost points.
+        low, high = math.log10(xs.min()), math.log10(xs.max())
+        centre, half = (low + high) / 2, max((high - low) / 2 + 0.45, 1.0)
+        ax.set_xscale("log")
+        ax.set_xlim(10 ** (centre - half), 10 ** (centre + half))
+        bottom, top = float((ys - errs).min()), float((ys + errs).max())
+        if floor is not None:
+            bottom, top = min(bottom, floor[0]), max(top, floor[1])
+        pad = max(top - bottom, 0.02) * 0.12
+        ax.set_ylim(bottom - pad, top + pad)
+        # The frontier as explicit corners (not drawstyle="steps-post"), so that the label
+        # placement sees the path that is drawn.
+        order = sorted(front, key=lambda i: xs[i])
+        corners_x, corners_y = [xs[order[0]]], [ys[order[0]]]
+        for i in order[1:]:
+            corners_x += [xs[i], xs[i]]
+            corners_y += [corners_y[-1], ys[i]]
+        corners_x.append(ax.get_xlim()[1])
+        corners_y.append(corners_y[-1])
+        (step,) = ax.plot(corners_x, corners_y, color="0.35", lw=1.0, zorder=2)
+        handles.append(step)
+        labels.append("Pareto frontier")
+        if floor is not None:
+            level = (floor[0] + floor[1]) / 2
+            handles.append(ax.axhline(level, color="0.35", ls="--", lw=1.0, zorder=1))
+            labels.append("majority class" + ("" if math.isclose(*floor) else " (mean; jobs differ)"))
+        ringed = None
+        if usable["selected"].any():
+            i = ringed = int(np.flatnonzero(usable["selected"].to_numpy())[0])
+            ax.plot([xs[i]], [ys[i]], marker="o", ms=10, mfc="none", mec="black", ls="none", zorder=4)
+            handles.append(Line2D([], [], marker="o", ms=8, mfc="none", mec="black", ls="none"))
+            labels.append(f"best by validation {metric}")
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: count_text(v)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("trainable parameters (log scale)")
+        ax.set_ylabel(f"test {metric}")
+        spread = (
+            f"mean ± std over seeds ({_n_phrase(usable['n'])} per point)"
+            if usable["n"].max() > 1
+            else "one run per point"
+        )
+        names = short_names(extras)
+        ax.set_title(
+            f"Test {metric}, {spread}" + (f"\nlabels: method ({', '.join(names[a] for a in extras)})" if extras else "")
+        )
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=legend_columns(labels, most=3),
+            frameon=False,
+            columnspacing=1.0,
+            handletextpad=0.4,
+        )
+        place_labels(
+            fig,
+            ax,
+            list(zip(xs, ys, errs)),
+            [_point_label(r, extras) for _, r in usable.iterrows()],
+            lines=[step, *handles[1:2]] if floor is not None else [step],
+            ringed=ringed,
+        )
+    return fig, notes
+
+
+# Where a point's label may go, in order of preference: beside, above or below, then on a
+# diagonal, then between those; each at growing distances (points), the farther ones joined to
+# the point by a leader line.
+LABEL_ANGLES = (0, 180, 90, 270, 45, 135, 315, 225, 22.5, 157.5, 337.5, 202.5, 67.5, 112.5, 292.5, 247.5)
+LABEL_DISTANCES = (6.5, 12.0, 18.0, 26.0, 36.0, 48.0)
+
+
+def _label_anchor(angle: float) -> tuple[float, float, str, str]:
+    """Unit offset and the text alignment that puts the text on that side of its point."""
+    dx, dy = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    ha = "left" if dx > 0.3 else "right" if dx < -0.3 else "center"
+    va = "bottom" if dy > 0.3 else "top" if dy < -0.3 else "center"
+    return dx, dy, ha, va
+
+
+def place_labels(
+    fig: Figure,
+    ax: Any,
+    points: list[tuple[float, float, float]],
+    texts: list[str],
+    lines: Sequence[Any] = (),
+    ringed: int | None = None,
+) -> list[Any]:
+    """Label each (x, y, error) point where its text overlaps no other label, marker or error bar
+    and stays inside the axes (else where it overlaps least): matplotlib places annotations
+    where told, so seven methods within a decade of parameters would print over each other.
+    ``ringed``: the index of the point drawn with the selection ring, which labels keep clear of."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # the constrained layout fixes the axes before anything is measured in them
+    renderer = canvas.get_renderer()
+    scale = fig.dpi / 72  # points to pixels
+    frame = ax.get_window_extent(renderer)
+    to_pixels = ax.transData.transform
+    obstacles: list[tuple[Bbox, float]] = []
+    # The ring (10 pt across) is wider than a marker: its label starts farther out.
+    gaps = [3.0 if i == ringed else 0.0 for i in range(len(points))]
+    for i, (x, y, err) in enumerate(points):
+        px, py = to_pixels((x, y))
+        r = (6.0 if i == ringed else 3.5) * scale  # a marker (4 pt) or the ring, and a little air
+        obstacles.append((Bbox.from_extents(px - r, py - r, px + r, py + r), 1.0))
+        (_, y0), (_, y1) = to_pixels((x, y - err)), to_pixels((x, y + err))
+        c = 2.0 * scale  # the error bar's cap half-width
+        obstacles.append((Bbox.from_extents(px - c, min(y0, y1), px + c, max(y0, y1)), 1.0))
+    for line in lines:
+        # Crossing a line is allowed (labels have a white backing) but avoided when there is room.
+        path = line.get_transform().transform(line.get_xydata())
+        for (ax0, ay0), (ax1, ay1) in zip(path[:-1], path[1:]):
+            w = 0.8 * scale
+            box = Bbox.from_extents(min(ax0, ax1) - w, min(ay0, ay1) - w, max(ax0, ax1) + w, max(ay0, ay1) + w)
+            obstacles.append((box, 0.05))
+
+    labels: list[Bbox] = []
+
+    def leader_boxes(x: float, y: float, ox: float, oy: float) -> list[Bbox]:
+        # A leader line, as small squares along it (its own bounding box would be far too big).
+        px, py = to_pixels((x, y))
+        centres = [(px + t * ox * scale, py + t * oy * scale) for t in np.linspace(0.15, 0.85, 8)]
+        return [Bbox.from_extents(cx - scale, cy - scale, cx + scale, cy + scale) for cx, cy in centres]
+
+    def overlap(box: Bbox, leader: list[Bbox]) -> float:
+        inside = frame.padded(-1.0)
+        outside = box.width * box.height - _area(box, inside)
+        crossing = sum(_area(part, label) for part in leader for label in labels)  # a leader through a label
+        return 1e6 * outside + 10 * crossing + sum(weight * _area(box, other) for other, weight in obstacles)
+
+    def crowding(i: int) -> int:
+        px, py = to_pixels(points[i][:2])
+        near = 40 * scale
+        return sum(
+            1 for j, q in enumerate(points) if j != i and np.hypot(*(to_pixels(q[:2]) - np.array([px, py]))) < near
+        )
+
+    # The most crowded points choose first: they have the fewest free places.
+    order = sorted(range(len(points)), key=lambda i: (-crowding(i), points[i][0], points[i][1]))
+    placed = []
+    for i in order:
+        (x, y, _), label, gap = points[i], texts[i], gaps[i]
+        style = {"fontsize": 6.5, "zorder": 5, "annotation_clip": False}
+        backing = {"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}
+        probe = ax.annotate(label, (x, y), xytext=(0, 0), textcoords="offset points", **style)
+        best: tuple[float, tuple[float, float, str, str, float], Bbox] | None = None
+        for distance in (d + gap for d in LABEL_DISTANCES):
+            for dx, dy, ha, va in map(_label_anchor, LABEL_ANGLES):
+                probe.set_position((dx * distance, dy * distance))
+                probe.set_horizontalalignment(ha)
+                probe.set_verticalalignment(va)
+                box = probe.get_window_extent(renderer).padded(1.5 * scale)
+                far = distance > LABEL_DISTANCES[0] + gap
+                score = overlap(box, leader_boxes(x, y, dx * distance, dy * distance) if far else [])
+                if best is None or score < best[0]:  # the first, most preferred, of equal scores
+                    best = (score, (dx * distance, dy * distance, ha, va, distance), box)
+            if best is not None and best[0] == 0:
+                break
+        probe.remove()
+        assert best is not None
+        (ox, oy, ha, va, distance), box = best[1], best[2]
+        leader = (
+            {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.5, "shrinkA": 0, "shrinkB": 3}}
+            if distance > LABEL_DISTANCES[0] + gap
+            else {}
+        )
+        text = ax.annotate(
+            label, (x, y), xytext=(ox, oy), textcoords="offset points", ha=ha, va=va, bbox=backing, **style, **leader
+        )
+        text.set_in_layout(False)  # measured in this layout: it must not move the axes
+        obstacles.append((box, 1.0))
+        labels.append(box)
+        if leader:  # later labels keep off the leader line too
+            obstacles += [(part, 0.5) for part in leader_boxes(x, y, ox, oy)]
+        placed.append(text)
+    return placed
+
+
+def _area(a: Any, b: Any) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
+
+
+def pareto_plot(
+    table: pd.DataFrame, extras: list[str], metric: str, majority: Majority | None, out: Path
+) -> tuple[list[Path], list[str]]:
+    """``pareto.pdf`` and ``pareto.png`` (see :func:`pareto_figure`), and its notes."""
+    import matplotlib
+
+    # Saved in the style too: pdf.fonttype is read when the file is written.
+    with matplotlib.rc_context(FIGURE_STYLE):
+        fig, notes = pareto_figure(table, extras, metric, majority)
+        return (_save_figure(fig, out, PARETO) if fig is not None else []), notes
+
+
+def frontier_note(table: pd.DataFrame, extras: list[str], metric: str) -> list[str]:
+    """The methods on the Pareto frontier, by name, for the text beside the table."""
+    mean = f"test_{metric}_mean"
+    usable = table[(table["trainable_params"] > 0) & table[mean].notna()].reset_index(drop=True)
+    if len(usable) < 2:
+        return []
+    points = list(zip(usable["trainable_params"].astype(float), usable[mean].astype(float)))
+    front = sorted(pareto_front(points, greater_is_better(metric)), key=lambda i: points[i][0])
+    names = "; ".join(
+        f"{_point_label(usable.loc[i], extras)}: {count_text(points[i][0])}, {points[i][1]:.4f}" for i in front
+    )
+    return [
+        f"Pareto frontier of test {metric} against trainable parameters (no other method is as good or better on "
+        f"both, and better on one): {names}."
+    ]
 
 
 # -- Optuna -------------------------------------------------------------------------------------------------------
@@ -855,11 +1530,14 @@ def report(folder: Path, metric: str | None = None, log_to_wandb: bool = True) -
     result["failed"] = [
         (r.job.name, r.status, r.error or "") for r in records if r.status not in ("completed", "running")
     ]
-    notes += exclusion_notes(frame, metric)
+    job_notes = exclusion_notes(frame, metric)
     merged = (read_sweep(folder).get("merged") or {}) if kind == "sweep" else {}
     if merged:
         count = sum(len(v) for v in merged.values())
-        notes.append(f"{count} planned job(s) not run: same effective config as another job ({SWEEP_FILE}: merged).")
+        job_notes.append(
+            f"{count} planned job(s) not run: same effective config as another job ({SWEEP_FILE}: merged)."
+        )
+    notes += job_notes
     table = ablation_table(frame, axes, metric)
     figures: dict[str, list[Path]] = {}
     if table is not None:
@@ -873,6 +1551,15 @@ def report(folder: Path, metric: str | None = None, log_to_wandb: bool = True) -
         optuna_notes, optuna_figures = optuna_summary(folder, frame, axes, objective, out)
         notes = optuna_notes + notes
         figures.update(optuna_figures)
+    methods = methods_report(frame, records, axes, metric, out)
+    if methods is not None:
+        methods_markdown, methods_latex, method_table, methods_figure = methods
+        methods_markdown = "\n\n".join([methods_markdown, *job_notes])
+        write_atomic(out / METHODS_MD, methods_markdown + "\n")
+        write_atomic(out / METHODS_TEX, "".join(f"% {n}\n" for n in job_notes) + methods_latex)
+        result["files"].update(methods_markdown=out / METHODS_MD, methods_latex=out / METHODS_TEX)
+        result.update(methods_table=method_table, methods_markdown=methods_markdown)
+        figures["pareto"] = methods_figure
     result["files"].update({path.name: path for paths in figures.values() for path in paths})
     result["notes"] = notes
     result["figures"] = [p for paths in figures.values() for p in paths if p.suffix == ".png"]
@@ -897,15 +1584,34 @@ def report(folder: Path, metric: str | None = None, log_to_wandb: bool = True) -
     return result
 
 
+def methods_report(
+    frame: pd.DataFrame, records: list[JobRecord], axes: list[str], metric: str, out: Path
+) -> tuple[str, str, pd.DataFrame, list[Path]] | None:
+    """When the jobs differ in method: the methods table as Markdown (caption, table, notes) and
+    LaTeX, the table itself, and the Pareto figure's files. None otherwise."""
+    extras = method_axes(frame, axes)
+    table = methods_table(frame, extras, metric)
+    if table is None:
+        return None
+    majority, notes = majority_class(frame, records)
+    figure, figure_notes = pareto_plot(table, extras, metric, majority, out)
+    notes += _missing_axis_note(table, extras) + frontier_note(table, extras, metric) + figure_notes
+    markdown = "\n\n".join(
+        [f"Table: {methods_caption(metric)}", format_methods_table(table, extras, metric, majority), *notes]
+    )
+    latex = "".join(f"% {n}\n" for n in notes) + format_methods_table(table, extras, metric, majority, latex=True)
+    return markdown, latex, table, figure
+
+
 def _clear_figures_and_tex(out: Path) -> None:
     """A figure or table an earlier report drew, from data or axes this one no longer has,
     must not sit beside the new results as if it were current."""
     for path in out.iterdir():
         stem, suffix = path.stem, path.suffix
         drawn = suffix in (".pdf", ".png") and (
-            stem in ("heatmap", "prompt_length") or stem.startswith(("by_", "optuna_"))
+            stem in ("heatmap", "prompt_length", PARETO) or stem.startswith(("by_", "optuna_"))
         )
-        if drawn or path.name == TABLE_TEX:
+        if drawn or path.name in (TABLE_TEX, METHODS_MD, METHODS_TEX):
             path.unlink()
 
 
@@ -928,6 +1634,8 @@ def _log_to_wandb(sweep_dir: Path, frame: pd.DataFrame, result: dict[str, Any]) 
     with wandb_run(report_cfg, out_dir, f"{group}/report", {"sweep": group}, group=group) as wb:
         table = result["table"].astype({a: str for a in result["axes"]})
         wb.log({"ablation": wandb.Table(dataframe=table), "results": wandb.Table(dataframe=frame.astype(str))})
+        if "methods_table" in result:
+            wb.log({"methods": wandb.Table(dataframe=result["methods_table"].astype(str))})
         for path in result["figures"]:
             wb.log({path.stem: wandb.Image(str(path))})
         result["wandb_dir"] = str(out_dir / "wandb")
@@ -936,6 +1644,8 @@ def _log_to_wandb(sweep_dir: Path, frame: pd.DataFrame, result: dict[str, Any]) 
 def print_report(result: dict[str, Any], folder: Path) -> None:
     if "markdown" in result:
         print(f"\nAblation ({folder}):\n{result['markdown']}\n")
+    if "methods_markdown" in result:
+        print(f"Methods ({folder}):\n{result['methods_markdown']}\n")
     else:
         for note in result["notes"]:
             print(note)

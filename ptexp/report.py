@@ -62,6 +62,16 @@ METHODS_TEX = "methods.tex"
 PARETO = "pareto"
 SEED = "seed"
 TOKENS = "prompt_encoder.num_virtual_tokens"
+
+
+def preferred_x_axes() -> list[str]:
+    """The axes the methods say their figures plot against (prompt length first), in order."""
+    from ptexp.methods import all_methods
+
+    ordered = [TOKENS]
+    for method in all_methods().values():
+        ordered += [a for a in method.report_axes if a not in ordered]
+    return ordered
 # The training method: the `method` group's choice, recorded as method.name in config.yaml.
 METHOD = "method"
 METHOD_NAME = "method.name"
@@ -645,7 +655,8 @@ def heatmap(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> lis
     from matplotlib.patches import Rectangle
 
     # dropna=False: "–" (a method without the axis) is a column of the heatmap like any value.
-    x_key = TOKENS if TOKENS in axes else max(axes, key=lambda a: table[a].map(_canon).nunique(dropna=False))
+    preferred = [a for a in preferred_x_axes() if a in axes]
+    x_key = preferred[0] if preferred else max(axes, key=lambda a: table[a].map(_canon).nunique(dropna=False))
     y_key = next(a for a in axes if a != x_key)
     xs = sorted({_canon(v): v for v in table[x_key]}.values(), key=_sort_key)
     ys = sorted({_canon(v): v for v in table[y_key]}.values(), key=_sort_key)
@@ -732,7 +743,7 @@ def line_plot(table: pd.DataFrame, axes: list[str], metric: str, out: Path) -> l
     numeric = [a for a in axes if all(_canon(v) is None or _is_number(v) for v in table[a])]
     candidates = [
         a
-        for a in ([TOKENS] if TOKENS in numeric else []) + numeric
+        for a in [p for p in preferred_x_axes() if p in numeric] + numeric
         if len({c for c in table[a].map(_canon) if c is not None}) >= 2  # two x values that ran, "–" aside
     ]
     if not candidates:
@@ -903,6 +914,8 @@ class Majority:
     label: str | None
     accuracy: dict[str, tuple[float, float]]
     classes: int | None
+    #: macro-F1 as the runs computed it (newer metrics.json), preferred over the formula
+    macro_f1: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def value(self, split: str, metric: str) -> tuple[float, float] | None:
         """(lowest, highest) of ``metric`` on ``split``; None for a metric it has no value of."""
@@ -911,6 +924,9 @@ class Majority:
             return None
         if metric == "accuracy":
             return low, high
+        recorded = self.macro_f1.get(split, (math.nan, math.nan))
+        if metric == "macro_f1" and not math.isnan(recorded[0]):
+            return recorded
         if metric == "macro_f1" and self.classes:
             return majority_macro_f1(low, self.classes), majority_macro_f1(high, self.classes)
         return None
@@ -927,10 +943,12 @@ def majority_class(frame: pd.DataFrame, records: list[JobRecord]) -> tuple[Major
     """The majority-class row's figures over the tabulated jobs, and notes when the jobs
     disagree (they did not see the same data) or lack what it needs."""
     done = frame[frame["status"] == "completed"]
-    accuracy = {}
+    accuracy, macro = {}, {}
     for split in SPLITS:
         values = _numbers(done, f"majority_class.{split}_accuracy")
         accuracy[split] = (float(values.min()), float(values.max())) if len(values) else (math.nan, math.nan)
+        f1 = _numbers(done, f"majority_class.{split}_macro_f1")
+        macro[split] = (float(f1.min()), float(f1.max())) if len(f1) else (math.nan, math.nan)
     if all(math.isnan(low) for low, _ in accuracy.values()):
         return None, ["No job recorded majority_class in metrics.json (runs older than it): no majority-class row."]
     notes = []
@@ -950,7 +968,7 @@ def majority_class(frame: pd.DataFrame, records: list[JobRecord]) -> tuple[Major
         notes.append(
             f"The majority class's macro-F1 needs the number of classes (run.json's labels): the jobs {reason} it."
         )
-    return Majority(labels[0] if len(labels) == 1 else None, accuracy, classes), notes
+    return Majority(labels[0] if len(labels) == 1 else None, accuracy, classes, macro), notes
 
 
 def count_text(count: float) -> str:

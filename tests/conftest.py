@@ -77,6 +77,22 @@ def tweet_files(tmp_path_factory, tweets_rows) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def pair_files(tmp_path_factory, tweets_rows) -> dict[str, Path]:
+    """Sentence pairs from real tweets, paired two by two: columns first, second, and same_mood
+    (yes when both tweets carry the same sentiment)."""
+    pairs = [
+        {"first": a["tweet"], "second": b["tweet"], "same_mood": "yes" if a["mood"] == b["mood"] else "no"}
+        for a, b in zip(tweets_rows[0::2], tweets_rows[1::2])
+    ]
+    folder = tmp_path_factory.mktemp("pairs")
+    return {
+        "train": write_table(folder / "train.tsv", pairs[:300], "\t"),
+        "validation": write_table(folder / "dev.tsv", pairs[300:375], "\t"),
+        "test": write_table(folder / "test.tsv", pairs[375:], "\t"),
+    }
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved like a
     hub checkpoint so the real from_pretrained path loads it."""

@@ -18,21 +18,6 @@ from tests.conftest import compose_cfg, subprocess_env, tiny_overrides, write_ta
 
 
 @pytest.fixture(scope="module")
-def pair_files(tmp_path_factory, tweets_rows) -> dict[str, Path]:
-    """Real tweets paired two by two; the label says whether both carry the same sentiment."""
-    pairs = [
-        {"first": a["tweet"], "second": b["tweet"], "same_mood": "yes" if a["mood"] == b["mood"] else "no"}
-        for a, b in zip(tweets_rows[0::2], tweets_rows[1::2])
-    ]
-    folder = tmp_path_factory.mktemp("pairs")
-    return {
-        "train": write_table(folder / "train.tsv", pairs[:300], "\t"),
-        "validation": write_table(folder / "dev.tsv", pairs[300:375], "\t"),
-        "test": write_table(folder / "test.tsv", pairs[375:], "\t"),
-    }
-
-
-@pytest.fixture(scope="module")
 def pair_run(tiny_bert, pair_files, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pair-run")
     columns = ("dataset.text_column", "dataset.label_column")

@@ -14,7 +14,7 @@ import pytest
 from ptexp.errors import ConfigError
 from ptexp.methods import get_method
 from ptexp.methods.p_tuning_template import PLACEHOLDER, TemplateEncoder, parse_template
-from tests.conftest import compose_cfg, set_key, tiny_overrides, write_table
+from tests.conftest import compose_cfg, set_key, tiny_overrides
 
 METHOD = get_method("p_tuning_template")
 D, LABELS, HIDDEN = 32, 3, 16  # the tiny BERT's width; tweet labels; tiny_overrides' encoder width
@@ -44,24 +44,10 @@ def tokenizer(tiny_bert):
     return AutoTokenizer.from_pretrained(tiny_bert)
 
 
-@pytest.fixture(scope="module")
-def pair_files(tmp_path_factory, tweets_rows) -> dict[str, Path]:
-    """Real tweets paired two by two; the label says whether both carry the same sentiment."""
-    pairs = [
-        {"first": a["tweet"], "second": b["tweet"], "mood": "same" if a["mood"] == b["mood"] else "different"}
-        for a, b in zip(tweets_rows[0::2], tweets_rows[1::2])
-    ]
-    folder = tmp_path_factory.mktemp("template-pairs")
-    return {
-        "train": write_table(folder / "train.tsv", pairs[:300], "\t"),
-        "validation": write_table(folder / "dev.tsv", pairs[300:375], "\t"),
-        "test": write_table(folder / "test.tsv", pairs[375:], "\t"),
-    }
-
-
 def pair_overrides(tiny_bert: Path, pair_files: dict[str, Path], root: Path, template: str) -> list[str]:
-    kept = [o for o in template_overrides(tiny_bert, pair_files, root, template) if not o.startswith("dataset.text_")]
-    return [*kept, "dataset.text_column=first", "dataset.text_pair_column=second"]
+    columns = ("dataset.text_", "dataset.label_column")
+    kept = [o for o in template_overrides(tiny_bert, pair_files, root, template) if not o.startswith(columns)]
+    return [*kept, "dataset.text_column=first", "dataset.text_pair_column=second", "dataset.label_column=same_mood"]
 
 
 # -- the template ----------------------------------------------------------------------------

@@ -92,8 +92,7 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
         log.warning(warning)
     method = get_method(cfg.method.name)
     _, backbone = load_backbone_config(cfg.model)
-    tokens = method.virtual_tokens(cfg)
-    where = f"{method.tokens_key}={tokens}"
+    tokens, where = method.virtual_tokens(cfg), method.tokens_text(cfg)
     check_positions(cfg.dataset.max_length, tokens, backbone, cfg.model.name_or_path, where)
     torch.set_num_threads(cfg.num_threads or num_threads or cpu_allotment())
     set_seed(cfg.seed, deterministic=cfg.deterministic)

@@ -295,5 +295,5 @@ def test_prompts_and_anchors_count_against_the_models_positions(tiny_bert, tweet
 
     # The tiny BERT has 96 positions: 32 of text and 70 prompts do not fit.
     cfg = compose_cfg(template_overrides(tiny_bert, tweet_files, tmp_path, "[P:35] {text} [P:35]"))
-    with pytest.raises(ConfigError, match="method.template=70"):
+    with pytest.raises(ConfigError, match=r"the 70 prompt and anchor tokens of method.template=.\[P:35\]"):
         prepare(cfg, tmp_path / "run")

@@ -56,6 +56,10 @@ class Method(ABC):
         """Positions the method's prompts take besides the input's own tokens."""
         return 0
 
+    def tokens_text(self, cfg: DictConfig) -> str:
+        """Those positions as an error message names them (``prompt_encoder.num_virtual_tokens=10``)."""
+        return f"{self.tokens_key}={self.virtual_tokens(cfg)}"
+
     def effective(self, data: dict[str, Any]) -> dict[str, Any]:
         """The resolved run config with what this method ignores normalised away, so that a
         sweep runs jobs with the same effective config once."""

@@ -296,6 +296,9 @@ class PTuningTemplate(Method):
             )
         return warnings
 
+    def tokens_text(self, cfg: DictConfig) -> str:
+        return f"the {self.virtual_tokens(cfg)} prompt and anchor tokens of method.template='{cfg.method.template}'"
+
     def virtual_tokens(self, cfg: DictConfig) -> int:
         template = template_of(cfg)
         if not template.words:

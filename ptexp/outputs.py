@@ -40,6 +40,16 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def respect_umask(*paths: Path) -> None:
+    """Give files that libraries wrote (safetensors writes its files 0600 whatever the umask)
+    the mode ptexp's own files get, so colleagues can load the weights too."""
+    mode = 0o666 & ~_umask()
+    for path in paths:
+        files = [path] if path.is_file() else [p for p in Path(path).rglob("*") if p.is_file()]
+        for file in files:
+            os.chmod(file, mode)
+
+
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -59,7 +69,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_state(cwd: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the code that ran (the ptexp checkout, else the launch dir)."""
+    """Commit and dirty flag of the code that ran (the ptexp checkout, else the launch dir). An
+    untracked file counts as dirty: a new module in the package is code the run may have used."""
     where = cwd or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -67,7 +78,7 @@ def git_state(cwd: Path | None = None) -> dict[str, Any]:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
+                ["git", "status", "--porcelain", "--untracked-files=normal"],
                 cwd=where,
                 capture_output=True,
                 text=True,

@@ -27,7 +27,7 @@ from ptexp.layout import (
     RUN_FILE,
     TRAINABLE_STATE,
 )
-from ptexp.outputs import environment, write_atomic, write_json
+from ptexp.outputs import environment, respect_umask, write_atomic, write_json
 from ptexp.tracking import Tracking
 
 log = logging.getLogger("ptexp")
@@ -195,6 +195,7 @@ def record(fitted: Fitted, wb: Any = None, overrides: list[str] | None = None) -
         # Every trainable tensor by name: for P-tuning the MLP/LSTM that the peft adapter drops.
         save_file(trainable_state(built.model), str(run_dir / TRAINABLE_STATE))
         saved.append(run_dir / TRAINABLE_STATE)
+    respect_umask(run_dir / ADAPTER_DIR, *saved)
     metrics["saved_bytes"] = sum(_size(p) for p in saved)
     if cfg.save_predictions:
         records = prepared.task.prediction_records(data.splits["test"], fitted.prediction.predictions, data.label_names)

@@ -62,7 +62,9 @@ def test_files_respect_the_umask(tiny_run) -> None:
     run_dir, _ = tiny_run
     mask = os.umask(0)
     os.umask(mask)
-    for name in ("metrics.json", "config.yaml", "run.json", "predictions_test.jsonl"):
+    names = ["metrics.json", "config.yaml", "run.json", "predictions_test.jsonl", "trainable_state.safetensors"]
+    names += [str(p.relative_to(run_dir)) for p in (run_dir / "adapter").iterdir()]  # safetensors writes 0600
+    for name in names:
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~mask, name
 
 

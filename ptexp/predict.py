@@ -287,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         from ptexp.outputs import write_atomic
 
         output = args.output or args.file.with_suffix(".predictions.jsonl")
-        lines = [json.dumps({**rec, **res}, ensure_ascii=False, default=str) for rec, res in zip(records, results)]
+        # Prefixed: an input column named "label" (the gold answer) must survive next to the prediction.
+        lines = [
+            json.dumps({**rec, **{f"predicted_{k}": v for k, v in res.items()}}, ensure_ascii=False, default=str)
+            for rec, res in zip(records, results)
+        ]
         write_atomic(output, "\n".join(lines) + "\n")
         print(f"wrote {len(results)} predictions to {output}")
     else:

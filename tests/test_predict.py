@@ -71,18 +71,22 @@ def test_predict_pairs_from_arguments_stdin_and_file(pair_run, tmp_path, capsys)
     # A file with both columns: the input rows come back with their predictions.
     src = tmp_path / "pairs.jsonl"
     src.write_text(
-        "\n".join(json.dumps({"id": i, "first": r["text"], "second": r["text_pair"]}) for i, r in enumerate(saved))
+        "\n".join(
+            json.dumps({"id": i, "first": r["text"], "second": r["text_pair"], "label": r["gold"]})
+            for i, r in enumerate(saved)
+        )
     )
     assert main([str(pair_run), "--file", str(src)]) == 0
     rows = [json.loads(line) for line in (tmp_path / "pairs.predictions.jsonl").read_text().splitlines()]
-    assert [r["label"] for r in rows] == expected
+    assert [r["predicted_label"] for r in rows] == expected
+    assert [r["label"] for r in rows] == [r["gold"] for r in saved]  # the input's gold column survives
     assert [(r["id"], r["second"]) for r in rows] == [(i, r["text_pair"]) for i, r in enumerate(saved)]
 
     # Other column names, given on the command line.
     renamed = write_table(tmp_path / "renamed.tsv", [{"a": r["text"], "b": r["text_pair"]} for r in saved], "\t")
     assert main([str(pair_run), "--file", str(renamed), "--text-column", "a", "--text-pair-column", "b"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "renamed.predictions.jsonl").read_text().splitlines()]
-    assert [r["label"] for r in rows] == expected
+    assert [r["predicted_label"] for r in rows] == expected
 
 
 def test_predict_cli_reads_pairs_from_stdin_without_noise(pair_run) -> None:

@@ -157,7 +157,7 @@ def test_predict_cli_file_and_stdin(tiny_run, tmp_path) -> None:
     proc = subprocess.run([*cli, "--file", str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in (tmp_path / "in.predictions.jsonl").read_text().splitlines()]
-    assert [r["label"] for r in rows] == [r["label"] for r in saved] and rows[0]["id"] == 0
+    assert [r["predicted_label"] for r in rows] == [r["label"] for r in saved] and rows[0]["id"] == 0
     proc = subprocess.run(cli, input="\n".join(r["text"] for r in saved), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.strip().splitlines()] == [r["label"] for r in saved]

@@ -141,8 +141,8 @@ def _decoding(what: str, options: dict[str, Any], position: list[int]) -> Iterat
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{what} is not {options.get('encoding') or 'UTF-8'} text ({err.reason}) after line {position[0]}. "
-            "Name its encoding with dataset.load_kwargs.encoding=latin-1 (for example), or replace the "
-            "bad bytes with dataset.load_kwargs.encoding_errors=replace."
+            "Name its encoding with +dataset.load_kwargs.encoding=latin-1 (for example), or replace the "
+            "bad bytes with +dataset.load_kwargs.encoding_errors=replace."
         ) from None
 
 
@@ -216,9 +216,9 @@ def _json_records(path: Path, what: str, options: dict[str, Any]) -> Iterator[tu
             yield number, json.loads(line)
         except json.JSONDecodeError as err:
             raise ConfigError(
-                f"{what}: line {number} is not a JSON object ({err.msg}). ptexp reads JSON lines (one "
-                "object per line) or one JSON list of objects; for other layouts name the list with "
-                "dataset.load_kwargs.field."
+                f"{what}: line {number} is not a JSON object ({err.msg} at column {err.colno}). ptexp reads "
+                "JSON lines (one object per line) or one JSON list of objects; for other layouts name the list with "
+                "+dataset.load_kwargs.field=..."
             ) from None
 
 
@@ -362,7 +362,7 @@ def read_data_file(
         raise ConfigError(
             f"{what} could not be read as {builder.upper()} "
             f"({type(cause).__name__}: {str(cause).strip().splitlines()[-1]}). Check the delimiter "
-            "(.tsv files are read tab-separated; pass dataset.load_kwargs.delimiter otherwise)."
+            "(.tsv files are read tab-separated; pass +dataset.load_kwargs.delimiter=... otherwise)."
         ) from None
     if expected is None:
         log.info("%s: %d rows (not compared with the file: dataset.load_kwargs sets %s)", path.name, len(ds), unchecked)
@@ -373,7 +373,7 @@ def read_data_file(
             f"{what} holds {expected} records but {len(ds)} rows were read{where}: rows were merged or "
             f"split by the {builder.upper()} parser. Check the quoting around that line (a quote that opens "
             "a field and never closes joins the lines after it), or pass the parser options that fit the "
-            "file in dataset.load_kwargs (delimiter, quotechar, quoting)."
+            "file as +dataset.load_kwargs.<key>=... (delimiter, quotechar, quoting)."
         )
     else:
         log.info("%s: %d rows", path.name, len(ds))

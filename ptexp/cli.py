@@ -88,13 +88,89 @@ def _chosen_method(parsed: list[Any]) -> str | None:
     return "p_tuning"
 
 
+#: Hydra's flags that take a value (the next argument is not an override).
+_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--info",
+    "-i",
+    "--experimental-rerun",
+}
+
+
+def _override_arguments(arguments: list[str]) -> list[str]:
+    overrides, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument.startswith("-"):
+            skip = argument in _FLAGS_WITH_VALUE
+        else:
+            overrides.append(argument)
+    return overrides
+
+
+def _chosen_trainer(parsed: list[Any]) -> str:
+    for override in parsed:
+        if override.key_or_group == "trainer" and not override.is_sweep_override():
+            return str(override.value())
+    return "default"
+
+
+def _preset_keys(group: str, option: str) -> set[str]:
+    """Keys an option's yaml sets, following its own defaults list (``gpu`` extends ``default``)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return set()
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(node, dict)
+    keys = {k for k in node if k != "defaults"}
+    for parent in node.get("defaults", []):
+        if isinstance(parent, str) and parent not in ("_self_", "schema"):
+            keys |= _preset_keys(group, parent)
+    return keys
+
+
+def _check_trainer_key(key: str, preset: str) -> None:
+    """``trainer.<key>=`` without a '+' changes a key the preset has; for any other key Hydra
+    says only "append with +". A misspelt TrainingArguments field gets the closest names."""
+    if key in _preset_keys("trainer", preset):
+        return
+    from ptexp.validate import RENAMED_TRAINER_KEYS, _training_fields
+
+    fields = _training_fields()
+    if key in fields:
+        raise ConfigError(
+            f"trainer.{key} is a TrainingArguments field that trainer={preset} does not set: add it with a '+', "
+            f"+trainer.{key}=..."
+        )
+    if key in RENAMED_TRAINER_KEYS:
+        raise ConfigError(
+            f"trainer.{key} is not a TrainingArguments field in this transformers version; use "
+            f"trainer.{RENAMED_TRAINER_KEYS[key]}."
+        )
+    raise ConfigError(
+        f"trainer.{key} is not a transformers.TrainingArguments field; closest valid fields: {closest(key, fields)}."
+    )
+
+
 def check_overrides(arguments: list[str]) -> None:
     """Raise a ConfigError for an unknown group option, an unknown key of a closed schema
     (also with ``+``), or a value of the wrong type."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    overrides = [a for a in arguments if not a.startswith("-")]
+    overrides = _override_arguments(arguments)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
@@ -126,6 +202,9 @@ def check_overrides(arguments: list[str]) -> None:
                 continue  # several methods swept: each checks its own keys when its job runs
             schema, name, where = method_schema(chosen), rest.split(".")[0], f"method={chosen}"
             fields = _fields(schema)
+        elif head == "trainer" and rest and override.type.name == "CHANGE":
+            _check_trainer_key(rest.split(".")[0], _chosen_trainer(parsed))
+            continue
         elif head == "trainer" or head not in GROUP_SCHEMAS and rest:
             continue  # trainer is open: its keys are checked against TrainingArguments later
         else:

@@ -50,6 +50,8 @@ def test_bad_input_exits_nonzero_with_short_message(tmp_path, override, needles)
         ("+prompt_encoder.num_virtual_token=20", "closest: num_virtual_tokens", "Traceback"),
         ("+sweep=tokens_x_hiden", "closest: tokens_x_hidden", "Traceback"),
         ("sed=3", "closest: seed", "Traceback"),
+        ("trainer.learnin_rate=1e-3", "closest valid fields: learning_rate", "HYDRA_FULL_ERROR"),
+        ("trainer.label_smoothing_factor=0.1", "+trainer.label_smoothing_factor=", "HYDRA_FULL_ERROR"),
     ],
 )
 def test_hydra_level_mistakes_exit_2_with_the_closest_name(tmp_path, override, closest, not_in) -> None:

@@ -1535,6 +1535,15 @@ def report(folder: Path, metric: str | None = None, log_to_wandb: bool = True) -
         return result
     metric = report_metric(metric, records)
     result["metric"] = metric
+    done = frame[frame["status"] == "completed"]
+    if not done.empty and f"validation.{metric}" not in frame:
+        # A mistyped --metric must not replace a good report with an empty one: write nothing.
+        by_split = [{c.split(".", 1)[1] for c in frame.columns if c.startswith(f"{s}.")} for s in SPLITS]
+        timing = {"runtime", "samples_per_second", "steps_per_second"}
+        recorded = sorted(by_split[0] & by_split[1] - timing)
+        result["unknown_metric"] = True
+        result["notes"] = [f"No job recorded validation {metric}; the runs record: {', '.join(recorded)}."]
+        return result
     axes, notes = find_axes(records, kind, folder)
     for axis in axes:
         if axis not in frame:

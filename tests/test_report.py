@@ -193,9 +193,13 @@ def test_one_run_per_cell_shows_n_and_no_spread(tmp_path) -> None:
 def test_an_unknown_metric_names_the_recorded_ones_and_exits_2(tmp_path, capsys) -> None:
     sweep_dir = tmp_path / "typo"
     grid(sweep_dir, {(1,): [(1, 0.6, 0.55)], (2,): [(1, 0.7, 0.65)]}, [TOKENS])
+    assert rp.main([str(sweep_dir), "--no-wandb"]) == 0
+    before = {p.name: p.read_bytes() for p in (sweep_dir / "report").iterdir() if p.is_file()}
     assert rp.main([str(sweep_dir), "--metric", "acuracy", "--no-wandb"]) == 2
     err = capsys.readouterr().err
     assert "No job recorded validation acuracy; the runs record: accuracy, loss, macro_f1" in err
+    # the good report is still there, untouched
+    assert {p.name: p.read_bytes() for p in (sweep_dir / "report").iterdir() if p.is_file()} == before
 
 
 def test_metric_is_the_one_the_runs_select_by(tmp_path) -> None:

@@ -188,6 +188,11 @@ class LogMetrics(TrainerCallback):
     """Each epoch's training loss and validation metrics in the run's log (``train.log``),
     so a run can be followed and audited without W&B."""
 
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Also at each epoch's end, not only every logging_steps: an epoch shorter than
+        # logging_steps would otherwise leave no training loss in the log.
+        control.should_log = True
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         logs = logs or {}
         epoch = f"epoch {state.epoch:.2f} step {state.global_step}/{state.max_steps}"

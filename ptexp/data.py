@@ -332,6 +332,20 @@ def _first_difference(path: Path, what: str, options: dict[str, Any], ds: Datase
     return line
 
 
+def _check_no_merged_lines(ds: Dataset, what: str) -> None:
+    """A TSV read with quote processing (an opt-in): one example per line is the format, so a
+    field holding a line break or a tab means a quote joined lines, which no row count of the
+    same parser can see."""
+    for column in ds.column_names:
+        for row, value in enumerate(ds[column]):
+            if isinstance(value, str) and ("\n" in value or "\t" in value):
+                raise ConfigError(
+                    f"{what}: row {row + 1}'s {column!r} holds a line break or a tab: with quote processing "
+                    "(dataset.load_kwargs) a quote joined lines of this TSV. Drop the quoting option: ptexp reads "
+                    ".tsv files one example per line, quotes kept as text."
+                )
+
+
 def read_data_file(
     path: Path, what: str, source: str = "csv", load_kwargs: dict[str, Any] | None = None, text_column: str = "text"
 ) -> Dataset:
@@ -364,6 +378,8 @@ def read_data_file(
             f"({type(cause).__name__}: {str(cause).strip().splitlines()[-1]}). Check the delimiter "
             "(.tsv files are read tab-separated; pass +dataset.load_kwargs.delimiter=... otherwise)."
         ) from None
+    if kind == "csv" and path.suffix.lower() == ".tsv":
+        _check_no_merged_lines(ds, what)
     if expected is None:
         log.info("%s: %d rows (not compared with the file: dataset.load_kwargs sets %s)", path.name, len(ds), unchecked)
     elif len(ds) != expected:

@@ -157,6 +157,20 @@ def test_tsv_with_an_unbalanced_quote_keeps_every_row(tmp_path, tweets_rows, cap
     assert "train.tsv: 600 rows" in caplog.text
 
 
+def test_tsv_with_opt_in_quoting_that_merges_lines_fails(tmp_path, tweets_rows) -> None:
+    """With +dataset.load_kwargs.quoting=0 the CSV parser honours the stray quote and joins
+    lines; its own row count cannot see that, the merged field's line breaks can."""
+    rows = [(_clean(r["tweet"]).replace('"', ""), r["mood"]) for r in tweets_rows[:300]]
+    # A quote opened on line 52 and closed at the end of a text two lines later: every parsed
+    # row still has two fields, three lines became one row.
+    rows[50] = ('"Worst flight ever, said my neighbour', rows[50][1])
+    rows[52] = (rows[52][0] + ' ... and that was it"', rows[52][1])
+    path = tmp_path / "train.tsv"
+    path.write_text("tweet\tmood\n" + "".join(f"{t}\t{m}\n" for t, m in rows), encoding="utf-8")
+    with pytest.raises(ConfigError, match="train.tsv.*line break or a tab"):
+        load_splits(_csv_cfg(path, "dataset.deduplicate=false", "+dataset.load_kwargs.quoting=0"))
+
+
 def test_tsv_written_by_a_csv_writer_reads_back_exactly(tweet_files, tweets_rows) -> None:
     """Fields a csv/pandas writer quoted as a whole (quotes doubled inside, a carriage return
     inside) are unquoted, so such a TSV reads back as written."""

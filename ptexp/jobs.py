@@ -105,6 +105,7 @@ def run_isolated(job_dir: Path, body: Callable[[], dict[str, Any]], metric: str)
     if job_status(job_dir) == "completed":
         log.info("%s already finished: skipped", job_dir.name)
         return read_metric(job_dir, metric)
+    started = _now()
     write_status(job_dir, "running")
     try:
         metrics = body()
@@ -114,8 +115,21 @@ def run_isolated(job_dir: Path, body: Callable[[], dict[str, Any]], metric: str)
         write_status(job_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8))
         log.error("job %s failed: %s: %s", job_dir.name, type(err).__name__, err)
         return None
-    write_status(job_dir, "completed")
+    write_status(job_dir, "completed", started=started)
     return read_metric(job_dir, metric) if metrics is not None else None
+
+
+def job_wall_seconds(job_dir: Path) -> float | None:
+    """A finished job's wall time in its launcher (data, model, training, saving, W&B), from
+    its status record; None for jobs recorded before it was kept."""
+    record = read_status(job_dir)
+    if record.get("status") != "completed" or "started" not in record:
+        return None
+    return (datetime.fromisoformat(record["time"]) - datetime.fromisoformat(record["started"])).total_seconds()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def record_lost_job(job_dir: Path, error: BaseException) -> None:

@@ -51,7 +51,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptexp.experiment import NON_EXPERIMENT_KEYS, selection_metric
-from ptexp.jobs import job_status, read_metric, read_sweep, record_lost_job
+from ptexp.jobs import job_status, job_wall_seconds, read_metric, read_sweep, record_lost_job
 from ptexp.layout import CONFIG_FILE, METRICS_FILE, MULTIRUN_FILE, OPTUNA_DB, SWEEP_FILE
 from ptexp.naming import slug
 from ptexp.outputs import write_json
@@ -403,11 +403,14 @@ def _hms(seconds: float) -> str:
 
 # -- plan mode --------------------------------------------------------------------------------
 def finished_runtimes(sweep_dir: Path) -> list[float]:
-    """``runtime`` (seconds, from metrics.json) of every finished job in a sweep folder."""
-    if not sweep_dir.is_dir():
-        return []
-    runtimes = [read_metric(p.parent, "runtime") for p in sweep_dir.glob(f"*/{METRICS_FILE}")]
-    return [r for r in runtimes if r is not None and r > 0]
+    """Seconds each finished job of a sweep folder took: its wall time in the launcher (status
+    record), else ``runtime`` from metrics.json (which leaves out saving and W&B)."""
+    runtimes = []
+    for path in sweep_dir.glob(f"*/{METRICS_FILE}"):
+        seconds = job_wall_seconds(path.parent) or read_metric(path.parent, "runtime")
+        if seconds is not None and seconds > 0:
+            runtimes.append(seconds)
+    return runtimes
 
 
 def estimate_line(sweep_dir: Path, to_run: int, at_once: int) -> str:
@@ -424,7 +427,7 @@ def estimate_line(sweep_dir: Path, to_run: int, at_once: int) -> str:
     mean = statistics.fmean(runtimes)
     total = mean * to_run / at_once
     return (
-        f"estimate: ~{_hms(total)} ({to_run} jobs x {_hms(mean)} mean runtime of {len(runtimes)} finished "
+        f"estimate: ~{_hms(total)} ({to_run} jobs x {_hms(mean)} mean wall time of {len(runtimes)} finished "
         f"job{'s' if len(runtimes) != 1 else ''} / {at_once} at once)"
     )
 

@@ -1,6 +1,6 @@
 """Folder names for runs and sweeps, and the OmegaConf resolvers the configs use for them.
 
-Importing this module registers the resolvers (``ptexp_slug``, ``ptexp_or_now``,
+Importing this module registers the resolvers (``ptexp_slug``, ``ptexp_run_slug``, ``ptexp_or_now``,
 ``ptexp_parent_dir``, ``ptexp_search_tag``); the Hydra entry point, the sweeper plugin and
 anything composing ``conf/train.yaml`` import it.
 """
@@ -24,6 +24,13 @@ def slug(text: str, limit: int = 80) -> str:
     if len(safe) <= limit:
         return safe
     return f"{safe[: limit - 13]}_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def run_slug(overrides: str, limit: int = 80) -> str:
+    """A single run's folder name from its overrides, keys without their group
+    (``label_column=label,method=lora``): the values are what tells runs apart."""
+    short = re.sub(r"(^|,)[+~]*(?:[A-Za-z_][\w-]*\.)+([A-Za-z_][\w-]*=)", r"\1\2", overrides)
+    return slug(short, limit)
 
 
 def or_now(name: str | None) -> str:
@@ -61,6 +68,7 @@ def search_tag(dataset: DictConfig, model: DictConfig) -> str:
 def register_resolvers() -> None:
     resolvers = {
         "ptexp_slug": (slug, True),
+        "ptexp_run_slug": (run_slug, True),
         "ptexp_or_now": (or_now, True),
         "ptexp_parent_dir": (parent_dir, True),
         "ptexp_search_tag": (search_tag, False),

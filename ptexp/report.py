@@ -490,9 +490,15 @@ def ablation_table(frame: pd.DataFrame, axes: list[str], metric: str) -> pd.Data
         rows.append(row)
     rows.sort(key=lambda r: tuple(_sort_key(r[a]) for a in axes))
     table = pd.DataFrame(rows)
-    means = table["validation_mean"]
-    best = means.idxmax() if greater_is_better(metric) else means.idxmin()
-    table["selected"] = table.index == best
+    # A "best" is chosen among runs on the same data only: a folder of single runs may hold
+    # runs on several datasets, and their scores do not compete.
+    data_axes = [a for a in axes if a.startswith("dataset.")]
+    groups = table.groupby([table[a].map(_canon) for a in data_axes], dropna=False) if data_axes else [((), table)]
+    table["selected"] = False
+    for _, part in groups:
+        means = part["validation_mean"]
+        if means.notna().any():
+            table.loc[means.idxmax() if greater_is_better(metric) else means.idxmin(), "selected"] = True
     return table
 
 
@@ -551,11 +557,11 @@ def format_table(table: pd.DataFrame, axes: list[str], metric: str, latex: bool 
     for split in SPLITS:
         cells = [_cell(r[f"{split}_mean"], r[f"{split}_std"], int(r["n"]), latex) for _, r in table.iterrows()]
         shown[f"{split} {metric} (mean ± std)"] = cells
-    best = int(table.index[table["selected"]][0])
-    bold_col = f"test {metric} (mean ± std)" if shown.at[best, f"test {metric} (mean ± std)"] != "–" else None
-    bold_col = bold_col or f"validation {metric} (mean ± std)"
-    text = shown.at[best, bold_col]
-    shown.at[best, bold_col] = f"\\textbf{{{text}}}" if latex else f"**{text}**"
+    for best in table.index[table["selected"]]:  # one per dataset when the runs saw several
+        bold_col = f"test {metric} (mean ± std)" if shown.at[best, f"test {metric} (mean ± std)"] != "–" else None
+        bold_col = bold_col or f"validation {metric} (mean ± std)"
+        text = shown.at[best, bold_col]
+        shown.at[best, bold_col] = f"\\textbf{{{text}}}" if latex else f"**{text}**"
     shown["n"] = table["n"].astype(int).to_numpy()
     if latex:
         shown.columns = [_tex(c) for c in shown.columns]

@@ -311,6 +311,26 @@ def test_a_days_single_runs_are_tabulated_by_the_keys_that_differ(tmp_path) -> N
     assert len(pd.read_csv(day / "report" / "results.csv")) == 3
 
 
+def test_runs_on_different_data_get_a_best_each_not_one_across(tmp_path) -> None:
+    """A day's folder with runs on two datasets: each dataset's best is chosen on its own
+    validation score; a score on one dataset never beats one on another."""
+    day = tmp_path / "runs" / "2026-11-26"
+    results = {
+        ("tweets", 2): (0.80, 0.79),
+        ("tweets", 4): (0.85, 0.84),
+        ("trec", 2): (0.40, 0.41),
+        ("trec", 4): (0.30, 0.31),
+    }
+    for i, ((data, tokens), (val, test)) in enumerate(results.items()):
+        overrides = [*BASE, f"{TOKENS}={tokens}", f"dataset.max_test_samples={100 if data == 'tweets' else 200}"]
+        write_job(day / f"10-0{i}-00_{data}_{tokens}", overrides, val, test, root=tmp_path / f"o{i}")
+    assert rp.main([str(day), "--no-wandb"]) in (0, 1)
+    rows = data_rows((day / "report" / "ablation.md").read_text())
+    bold = [r for r in rows if any(c.startswith("**") for c in r)]
+    assert len(bold) == 2  # 0.84 on one dataset and 0.41 on the other
+    assert {c for r in bold for c in r if c.startswith("**")} == {"**0.8400**", "**0.4100**"}
+
+
 def test_an_empty_folder_is_one_line_and_exit_2(tmp_path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert rp.main([str(tmp_path / "empty"), "--no-wandb"]) == 2

@@ -493,10 +493,12 @@ def ablation_table(frame: pd.DataFrame, axes: list[str], metric: str) -> pd.Data
     # A "best" is chosen among runs on the same data only: a folder of single runs may hold
     # runs on several datasets, and their scores do not compete.
     data_axes = [a for a in axes if a.startswith("dataset.")]
-    groups = table.groupby([table[a].map(_canon) for a in data_axes], dropna=False) if data_axes else [((), table)]
+    same_data: dict[tuple, list[int]] = {}
+    for idx, row in table.iterrows():
+        same_data.setdefault(tuple(_canon(row[a]) for a in data_axes), []).append(idx)
     table["selected"] = False
-    for _, part in groups:
-        means = part["validation_mean"]
+    for members in same_data.values():
+        means = table.loc[members, "validation_mean"]
         if means.notna().any():
             table.loc[means.idxmax() if greater_is_better(metric) else means.idxmin(), "selected"] = True
     return table

@@ -74,14 +74,13 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
     from ptexp.data import load_splits
     from ptexp.distributed import cpu_allotment, is_main_process
     from ptexp.methods import get_method
-    from ptexp.modeling import load_backbone_config
     from ptexp.tasks import get_task
-    from ptexp.validate import check_positions, check_run
+    from ptexp.validate import check_job
 
     run_dir = Path(run_dir)
     is_main = is_main_process()
     use_wandb = is_main and cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled"
-    args, warnings = check_run(
+    args, warnings = check_job(
         cfg,
         output_dir=str(run_dir / CHECKPOINT_DIR),
         report_to=["wandb"] if use_wandb else "none",
@@ -91,9 +90,6 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
     for warning in warnings:
         log.warning(warning)
     method = get_method(cfg.method.name)
-    _, backbone = load_backbone_config(cfg.model)
-    tokens, where = method.virtual_tokens(cfg), method.tokens_text(cfg)
-    check_positions(cfg.dataset.max_length, tokens, backbone, cfg.model.name_or_path, where)
     torch.set_num_threads(cfg.num_threads or num_threads or cpu_allotment())
     set_seed(cfg.seed, deterministic=cfg.deterministic)
     # Under torch.distributed rank 0 fills the datasets cache first; the others read it.

@@ -273,8 +273,8 @@ class PtexpSweeper(Sweeper):
                 "%d of %d jobs have the same effective config as another job and are not run%s.",
                 same,
                 len(jobs),
-                f": {', '.join(noop)} had no effect (peft's MLP prompt encoder ignores encoder_num_layers and "
-                "encoder_dropout)"
+                f": {', '.join(noop)} had no effect (the method ignores them: peft's MLP prompt encoder "
+                "ignores encoder_num_layers and encoder_dropout, methods without prompts ignore prompt_encoder)"
                 if noop
                 else "",
             )
@@ -286,6 +286,23 @@ class PtexpSweeper(Sweeper):
                 sweep_dir,
             )
         return kept, merged, earlier
+
+    def _refused(self, jobs: list[list[str]], names: list[str], sweep_dir: Path) -> list[tuple[str, str]]:
+        """(folder, error) of every job to run that validation refuses: the plan says so
+        instead of approving a sweep whose jobs would all fail."""
+        from ptexp.errors import ConfigError
+        from ptexp.validate import check_job
+
+        assert self.hydra_context is not None and self.config is not None
+        refused = []
+        for job, name in zip(jobs, names):
+            if job_status(sweep_dir / name) == "completed":
+                continue
+            try:
+                check_job(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+            except ConfigError as err:
+                refused.append((name, str(err)))
+        return refused
 
     # -- running ----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
@@ -299,6 +316,11 @@ class PtexpSweeper(Sweeper):
         if self.plan:
             plan = LaunchPlan(sweep_dir, grid, jobs, names, swept, merged, earlier)
             print_plan(plan, _jobs_at_once(self.config, self.max_batch_size))
+            refused = self._refused(jobs, names, sweep_dir)
+            if refused:
+                print(f"  {len(refused)} of these jobs would fail before training:", flush=True)
+                print("\n".join(f"    {name}: {error}" for name, error in refused[:PLAN_LIST_LIMIT]), flush=True)
+                raise SystemExit(2)
             end_plan_mode()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / MULTIRUN_FILE)

@@ -165,3 +165,17 @@ def check_run(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
     if cfg.num_threads is not None and cfg.num_threads <= 0:
         raise ConfigError(f"num_threads={cfg.num_threads} must be positive (or null for the job's CPU allotment).")
     return check_trainer(cfg.trainer, **trainer_fixed), warnings
+
+
+def check_job(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
+    """:func:`check_run` plus the positions the method's prompts take in the backbone (its
+    config.json only, no weights): everything a job can be refused for before it loads data."""
+    from ptexp.methods import get_method
+    from ptexp.modeling import load_backbone_config
+
+    args, warnings = check_run(cfg, **trainer_fixed)
+    method = get_method(cfg.method.name)
+    _, backbone = load_backbone_config(cfg.model)
+    tokens, where = method.virtual_tokens(cfg), method.tokens_text(cfg)
+    check_positions(cfg.dataset.max_length, tokens, backbone, cfg.model.name_or_path, where)
+    return args, warnings

@@ -259,6 +259,22 @@ def test_plan_prints_the_count_and_writes_nothing(tiny_bert, tweet_files, tmp_pa
     assert not (tmp_path / "outputs").exists()
 
 
+def test_plan_names_the_jobs_that_would_fail_validation(tiny_bert, tweet_files, tmp_path) -> None:
+    """dataset.max_length=90 + 8 prompts exceed the tiny BERT's 96 positions; 90 + 4 fit."""
+    args = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "sweep_name=doomed",
+        "dataset.max_length=90",
+        "prompt_encoder.num_virtual_tokens=4,8",
+        "hydra.sweeper.plan=true",
+    ]
+    proc = sweep(args, tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "1 of these jobs would fail before training" in proc.stdout
+    assert "num_virtual_tokens=8" in proc.stdout and "exceeds the 96 positions" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_plan_mode_refuses_cfg_with_multirun_in_words() -> None:
     from ptexp.sweep import multirun_cfg_message
 

@@ -215,6 +215,9 @@ def check_overrides(arguments: list[str]) -> None:
             plus = ""
             if override.type.name != "CHANGE":
                 plus = " A '+' cannot add it: the group's keys are fixed by its schema."
+            if head == "method":
+                plus += " Its prompt encoder is configured by the prompt_encoder.* keys." if "p_tuning" in where else ""
+                plus += " Other methods' keys: ptexp-train --help."
             raise ConfigError(
                 f"{key} is not a key of {where}; closest: {closest(name, fields)}.{plus} "
                 f"Valid keys: {', '.join(fields)}."

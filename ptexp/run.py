@@ -66,8 +66,12 @@ class Fitted:
     prediction: Any  # the Trainer's PredictionOutput on the test split
 
 
-def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> Prepared:
-    """Validate everything that needs no weights, fix threads and seeds, read the data."""
+def prepare(
+    cfg: DictConfig, run_dir: Path, num_threads: int | None = None, started: tuple[datetime, float] | None = None
+) -> Prepared:
+    """Validate everything that needs no weights, fix threads and seeds, read the data.
+    ``started`` (wall clock, perf counter) is when the run began: its runtime covers this stage."""
+    started = started or (datetime.now(UTC), time.perf_counter())
     import torch
     from transformers import set_seed
 
@@ -99,7 +103,7 @@ def prepare(cfg: DictConfig, run_dir: Path, num_threads: int | None = None) -> P
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    return Prepared(cfg, run_dir, args, get_task(cfg.dataset.task), method, data, is_main)
+    return Prepared(cfg, run_dir, args, get_task(cfg.dataset.task), method, data, is_main, *started)
 
 
 def build(prepared: Prepared) -> Built:
@@ -232,7 +236,7 @@ def run(
     """
     from ptexp.tracking import wandb_run
 
-    prepared = prepare(cfg, run_dir, num_threads)
+    prepared = prepare(cfg, run_dir, num_threads, started=(datetime.now(UTC), time.perf_counter()))
     log.info("run folder: %s", prepared.run_dir.resolve())
     built = build(prepared)
     tracking = tracking or Tracking(name=cfg.run_name or ",".join(overrides or []) or "default")

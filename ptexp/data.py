@@ -135,12 +135,19 @@ def _encoding(options: dict[str, Any]) -> tuple[str, str]:
 
 
 @contextmanager
-def _decoding(what: str, options: dict[str, Any], position: list[int]) -> Iterator[None]:
+def _decoding(what: str, options: dict[str, Any], path: Path) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError as err:
+        # The reader decodes ahead in blocks: the line being read is not where the bad byte is.
+        raw = Path(path).read_bytes()
+        try:
+            raw.decode(_encoding(options)[0])
+            line = "?"
+        except UnicodeDecodeError as exact:
+            line = str(raw[: exact.start].count(b"\n") + 1)
         raise ConfigError(
-            f"{what} is not {options.get('encoding') or 'UTF-8'} text ({err.reason}) after line {position[0]}. "
+            f"{what} is not {options.get('encoding') or 'UTF-8'} text ({err.reason}) on line {line}. "
             "Name its encoding with +dataset.load_kwargs.encoding=latin-1 (for example), or replace the "
             "bad bytes with +dataset.load_kwargs.encoding_errors=replace."
         ) from None
@@ -159,11 +166,9 @@ def _unquote(field: str) -> str:
 def _tsv_records(path: Path, what: str, options: dict[str, Any]) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank line; fields are split at tabs."""
     encoding, errors = _encoding(options)
-    position = [0]
     # newline="\n": only a line feed ends a record, so a carriage return inside a text stays text.
-    with _decoding(what, options, position), open(path, encoding=encoding, errors=errors, newline="\n") as f:
+    with _decoding(what, options, path), open(path, encoding=encoding, errors=errors, newline="\n") as f:
         for number, line in enumerate(f, 1):
-            position[0] = number
             line = line.removesuffix("\n").removesuffix("\r")
             if line.strip():
                 yield number, [_unquote(field) for field in line.split("\t")]
@@ -179,16 +184,14 @@ def _csv_records(path: Path, what: str, options: dict[str, Any]) -> Iterator[tup
     """(first line, fields) of every non-blank record, by Python's csv module: a quoted field
     may hold delimiters and line breaks."""
     encoding, errors = _encoding(options)
-    position = [0]
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # a long text is data, not an error
     try:
-        with _decoding(what, options, position), open(path, encoding=encoding, errors=errors, newline="") as f:
+        with _decoding(what, options, path), open(path, encoding=encoding, errors=errors, newline="") as f:
             reader = csv.reader(f, **_csv_dialect(options))
             start = 1
             try:
                 for fields in reader:
-                    position[0] = reader.line_num
                     if fields and any(fields):
                         yield start, fields
                     start = reader.line_num + 1

@@ -285,3 +285,13 @@ def test_load_splits_does_not_repeat_the_source_checks(tmp_path, tweets_rows, mo
     monkeypatch.setattr(ptexp.data, "check_sources", lambda cfg: calls.append(cfg) or real(cfg))
     load_splits(_csv_cfg(write_table(tmp_path / "t.csv", tweets_rows[:300])))
     assert calls == []
+
+
+def test_a_file_in_another_encoding_names_the_line_of_the_bad_byte(tmp_path, tweets_rows) -> None:
+    rows = [(_clean(r["tweet"]), r["mood"]) for r in tweets_rows[:300]]
+    text = "tweet\tmood\n" + "".join(f"{t}\t{m}\n" for t, m in rows[:40]) + "café au lait\tneutral\n"
+    text += "".join(f"{t}\t{m}\n" for t, m in rows[40:])
+    path = tmp_path / "train.tsv"
+    path.write_bytes(text.encode("latin-1", errors="replace"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text .* on line 42"):
+        load_splits(_csv_cfg(path))

@@ -287,6 +287,26 @@ class PtexpSweeper(Sweeper):
             )
         return kept, merged, earlier
 
+    def _refuse_other_experiments(self, jobs: list[list[str]], names: list[str], sweep_dir: Path) -> None:
+        """A finished job is skipped by its folder name, which holds only the swept values: the
+        same sweep_name launched on other data would otherwise report the old results as its
+        own. Refuse (exit 2) when a finished folder's config is another experiment."""
+        assert self.hydra_context is not None and self.config is not None
+        for job, name in zip(jobs, names):
+            job_dir = sweep_dir / name
+            if job_status(job_dir) != "completed" or not (job_dir / CONFIG_FILE).is_file():
+                continue
+            ours = experiment_config(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+            theirs = experiment_config(OmegaConf.load(job_dir / CONFIG_FILE))
+            if ours != theirs:
+                changed = _changed_keys(theirs, ours)
+                sys.stderr.write(
+                    f"ptexp: {job_dir} already holds a finished job of another experiment ({', '.join(changed[:6])}"
+                    f"{' ...' if len(changed) > 6 else ''}): this launch would report its results as its own. "
+                    "Give this sweep another sweep_name (a new folder), or delete that folder to rerun it.\n"
+                )
+                raise SystemExit(2)
+
     def _refused(self, jobs: list[list[str]], names: list[str], sweep_dir: Path) -> list[tuple[str, str]]:
         """(folder, error) of every job to run that validation refuses: the plan says so
         instead of approving a sweep whose jobs would all fail."""
@@ -313,6 +333,7 @@ class PtexpSweeper(Sweeper):
         if self.dedupe:
             jobs, merged, earlier = self._dedupe(grid, swept, sweep_dir)
         names = job_names(jobs, swept)
+        self._refuse_other_experiments(jobs, names, sweep_dir)
         if self.plan:
             plan = LaunchPlan(sweep_dir, grid, jobs, names, swept, merged, earlier)
             print_plan(plan, _jobs_at_once(self.config, self.max_batch_size))
@@ -377,6 +398,18 @@ def _record_if_lost(job_dir: Path, result: JobReturn) -> None:
         result.return_value  # noqa: B018  (the public way to get a failed job's exception: it raises it)
     except Exception as err:  # noqa: BLE001  (whatever killed the job is what the folder should say)
         record_lost_job(job_dir, err)
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two nested configs."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a} -> {b}")
+    return changed
 
 
 def _finished_elsewhere(sweep_dir: Path, current: set[str]) -> dict[str, tuple[str, list[str]]]:

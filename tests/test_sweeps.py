@@ -275,6 +275,26 @@ def test_plan_names_the_jobs_that_would_fail_validation(tiny_bert, tweet_files, 
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_named_sweep_relaunched_on_other_data_refuses_to_reuse_its_jobs(tiny_bert, tweet_files, tmp_path) -> None:
+    """Job folders are named by swept values only: the same sweep_name on other data must not
+    report the earlier data's finished jobs as its own."""
+    common = [
+        *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
+        "sweep_name=reused",
+        "trainer.max_steps=1",
+        "logger=none",
+        "seed=1,2",
+    ]
+    first = sweep(common, tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    again = sweep([*common, "dataset.max_train_samples=40"], tmp_path)
+    assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "another experiment (dataset.max_train_samples: 48 -> 40)" in again.stderr
+    assert "Traceback" not in again.stderr
+    same = sweep(common, tmp_path)  # the same experiment again: its jobs are reused, not refused
+    assert same.returncode == 0 and "2 of 2 jobs already finished" in same.stdout + same.stderr
+
+
 def test_plan_mode_refuses_cfg_with_multirun_in_words() -> None:
     from ptexp.sweep import multirun_cfg_message
 

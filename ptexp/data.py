@@ -192,7 +192,7 @@ def _csv_records(path: Path, what: str, options: dict[str, Any]) -> Iterator[tup
             start = 1
             try:
                 for fields in reader:
-                    if fields and any(fields):
+                    if fields:  # ",": an empty record is still a row (dropped and counted later)
                         yield start, fields
                     start = reader.line_num + 1
             except csv.Error as err:

@@ -190,13 +190,13 @@ def record(fitted: Fitted, wb: Any = None, overrides: list[str] | None = None) -
     prepared = built.prepared
     cfg, run_dir, data = prepared.cfg, prepared.run_dir, prepared.data
     saved = prepared.method.save(built.model, built.tokenizer, run_dir)
-    built.tokenizer.save_pretrained(run_dir / ADAPTER_DIR)
     if prepared.method.saves_trainable_state:
         # Every trainable tensor by name: for P-tuning the MLP/LSTM that the peft adapter drops.
         save_file(trainable_state(built.model), str(run_dir / TRAINABLE_STATE))
         saved.append(run_dir / TRAINABLE_STATE)
+    metrics["saved_bytes"] = sum(_size(p) for p in saved)  # the method's weights, not the tokenizer
+    built.tokenizer.save_pretrained(run_dir / ADAPTER_DIR)
     respect_umask(run_dir / ADAPTER_DIR, *saved)
-    metrics["saved_bytes"] = sum(_size(p) for p in saved)
     if cfg.save_predictions:
         records = prepared.task.prediction_records(data.splits["test"], fitted.prediction.predictions, data.label_names)
         write_atomic(run_dir / PREDICTIONS_FILE, "".join(_json_line(r) for r in records))

@@ -143,6 +143,11 @@ def check_positions(
         else 0
     )
     usable = limit - offset
+    if max_length + num_virtual_tokens > usable and not num_virtual_tokens:
+        raise ConfigError(
+            f"dataset.max_length={max_length} exceeds the {usable} positions of {model_name}. "
+            f"Lower dataset.max_length to at most {usable}."
+        )
     if max_length + num_virtual_tokens > usable:
         raise ConfigError(
             f"dataset.max_length={max_length} + {where or num_virtual_tokens} = "

@@ -295,3 +295,19 @@ def test_a_file_in_another_encoding_names_the_line_of_the_bad_byte(tmp_path, twe
     path.write_bytes(text.encode("latin-1", errors="replace"))
     with pytest.raises(ConfigError, match="is not UTF-8 text .* on line 42"):
         load_splits(_csv_cfg(path))
+
+
+def test_an_empty_csv_record_is_dropped_and_counted_not_called_a_merge(tmp_path, tweets_rows, caplog) -> None:
+    rows = [(_clean(r["tweet"]).replace('"', "").replace(",", ";"), r["mood"]) for r in tweets_rows[:300]]
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "tweet,mood\n"
+        + "".join(f"{t},{m}\n" for t, m in rows[:10])
+        + ",\n"
+        + "".join(f"{t},{m}\n" for t, m in rows[10:]),
+        encoding="utf-8",
+    )
+    caplog.set_level("INFO", logger="ptexp")
+    data = load_splits(_csv_cfg(path, "dataset.deduplicate=false"))
+    assert _total(data) == 300
+    assert "train.csv: 301 rows" in caplog.text and "dropped 1 row" in caplog.text

@@ -144,3 +144,16 @@ def test_unreachable_hub_model_is_reported_within_seconds_once(tmp_path) -> None
     assert proc.returncode == 2, output
     assert output.count("cannot be reached") == 1, output
     assert "Traceback" not in output
+
+
+def test_positions_without_prompts_name_only_max_length() -> None:
+    from types import SimpleNamespace
+
+    from ptexp.validate import check_positions
+
+    backbone = SimpleNamespace(max_position_embeddings=512, model_type="bert")
+    with pytest.raises(ConfigError) as err:
+        check_positions(600, 0, backbone, "bert-base-uncased")
+    assert str(err.value).startswith("dataset.max_length=600 exceeds the 512 positions") and "virtual" not in str(
+        err.value
+    )

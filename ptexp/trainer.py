@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 
 from ptexp.layout import TRAINABLE_STATE
+from ptexp.outputs import write_json
 
 LOSS_STATE = "ptexp_loss_state.json"
 log = logging.getLogger(__name__)
@@ -69,15 +71,6 @@ class PTuningTrainer(Trainer):
     #: Sum of the per-step training losses before this train() call (restored on resume).
     _loss_before_resume: float = 0.0
 
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            # _total_loss_scalar holds what was logged in this call; _tr_loss what was not yet.
-            total = self._loss_before_resume + self._total_loss_scalar + float(self._tr_loss.item())
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            with open(os.path.join(folder, LOSS_STATE), "w") as f:
-                json.dump({"loss_sum": total, "global_step": self.state.global_step}, f)
-
     def train(self, *args: Any, **kwargs: Any) -> Any:
         output = super().train(*args, **kwargs)
         if not self._loss_before_resume:
@@ -98,6 +91,11 @@ class PTuningTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         save_file(trainable_state(model), os.path.join(output_dir, TRAINABLE_STATE))
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        if getattr(self, "_tr_loss", None) is not None:
+            # Written here, before the Trainer writes trainer_state.json (what marks a checkpoint
+            # complete): _total_loss_scalar holds what this call logged, _tr_loss what it has not yet.
+            total = self._loss_before_resume + self._total_loss_scalar + float(self._tr_loss.item())
+            write_json(Path(output_dir) / LOSS_STATE, {"loss_sum": total, "global_step": self.state.global_step})
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         try:

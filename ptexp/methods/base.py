@@ -136,6 +136,17 @@ class PeftMethod(Method):
             return PeftModel.from_pretrained(base, run_dir / ADAPTER_DIR)
 
 
+def train_only(model: Any, module_names: list[str]) -> None:
+    """Freeze ``model`` except the modules named (as peft's modules_to_save matches them: the
+    module's full name, or its last dotted parts: ``pooler`` and ``bert.pooler`` both match)."""
+    for param in model.parameters():
+        param.requires_grad = False
+    for key, module in model.named_modules():
+        if key and any(key == name or key.endswith(f".{name}") for name in module_names):
+            for param in module.parameters():
+                param.requires_grad = True
+
+
 def positive(key: str, value: int | float) -> None:
     if value <= 0:
         raise ConfigError(f"{key}={value} must be positive.")

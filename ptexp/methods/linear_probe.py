@@ -11,14 +11,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ptexp.methods import register
-from ptexp.methods.base import Method
+from ptexp.methods.base import Method, train_only
 
 #: Module names that form a transformers task head (as peft's modules_to_save for SEQ_CLS).
 HEAD_MODULES = ("classifier", "score", "pre_classifier")
 
 
-def trainable_names(cfg: DictConfig) -> set[str]:
-    return {*HEAD_MODULES, *cfg.model.extra_trainable_modules}
+def trainable_names(cfg: DictConfig) -> list[str]:
+    return [*HEAD_MODULES, *cfg.model.extra_trainable_modules]
 
 
 @dataclass
@@ -32,9 +32,7 @@ class LinearProbe(Method):
     schema = LinearProbeOptions
 
     def build(self, base: Any, cfg: DictConfig, task: Any, tokenizer: Any) -> Any:
-        wanted = trainable_names(cfg)
-        for name, param in base.named_parameters():
-            param.requires_grad = bool(set(name.split(".")) & wanted)
+        train_only(base, trainable_names(cfg))
         return base
 
     def save(self, model: Any, tokenizer: Any, run_dir: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptexp.errors import ConfigError
 from ptexp.methods import register
-from ptexp.methods.base import Method, extra_modules
+from ptexp.methods.base import Method, extra_modules, train_only
 from ptexp.methods.p_tuning import check_prompt_encoder, normalise_encoder, prompt_encoder_config
 
 #: The input id that marks a prompt position; never a real token id, and it survives padding.
@@ -331,13 +331,7 @@ class PTuningTemplate(Method):
         from peft.tuners.p_tuning import PromptEncoder
 
         template = template_of(cfg)
-        trainable = [*PEFT_HEAD_MODULES, *(extra_modules(cfg) or [])]
-        for param in base.parameters():
-            param.requires_grad = False
-        for key, module in base.named_modules():
-            if key and any(key.endswith(name) for name in trainable):
-                for param in module.parameters():
-                    param.requires_grad = True
+        train_only(base, [*PEFT_HEAD_MODULES, *(extra_modules(cfg) or [])])
         config = prompt_encoder_config(
             cfg.prompt_encoder,
             task,

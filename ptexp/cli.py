@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ptexp.errors import ConfigError, closest
+from ptexp.experiment import DEFAULT_METHOD
 from ptexp.schema import GROUP_SCHEMAS, RunConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -44,7 +45,10 @@ def _fields(schema: type) -> dict[str, dataclasses.Field]:
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
-    """Whether a value parsed from the command line fits a schema field's type."""
+    """Whether a value parsed from the command line fits a schema field's type. A string that
+    OmegaConf converts ('64' for an int) or resolves (``${oc.env:SEED}``) is left to Hydra."""
+    if isinstance(value, str) and ("${" in value or _number(value)):
+        return True
     if isinstance(annotation, str):
         annotation = eval(annotation, vars(typing) | {"Any": Any})  # the schema uses PEP 563 strings
     origin = typing.get_origin(annotation)
@@ -67,10 +71,23 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return True
 
 
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _values(override: Any) -> list[Any]:
+    from hydra.errors import HydraException
+
     if not override.is_sweep_override():
         return [override.value()]
-    return list(override.sweep_iterator()) if override.is_discrete_sweep() else []
+    try:
+        return list(override.sweep_iterator()) if override.is_discrete_sweep() else []
+    except HydraException:  # glob(*) needs Hydra's config loader: Hydra checks it
+        return []
 
 
 def method_schema(name: str) -> type:
@@ -79,13 +96,19 @@ def method_schema(name: str) -> type:
     return get_method(name).schema
 
 
+def method_uses_prompt_encoder(name: str) -> bool:
+    from ptexp.methods import get_method
+
+    return get_method(name).uses_prompt_encoder
+
+
 def _chosen_method(parsed: list[Any]) -> str | None:
     """The method the command line picks (the default when it picks none); None when it sweeps several."""
     for override in parsed:
         if override.key_or_group == "method":
             values = _values(override)
             return str(values[0]) if len(values) == 1 else None
-    return "p_tuning"
+    return DEFAULT_METHOD
 
 
 #: Hydra's flags that take a value (the next argument is not an override).
@@ -170,6 +193,8 @@ def check_overrides(arguments: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    if any(a in ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn") for a in arguments):
+        return  # another primary config or config folder: its groups and keys are Hydra's to check
     overrides = _override_arguments(arguments)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -203,7 +228,9 @@ def check_overrides(arguments: list[str]) -> None:
             schema, name, where = method_schema(chosen), rest.split(".")[0], f"method={chosen}"
             fields = _fields(schema)
         elif head == "trainer" and rest and override.type.name == "CHANGE":
-            _check_trainer_key(rest.split(".")[0], _chosen_trainer(parsed))
+            if not any(o.key_or_group in ("experiment", "hparams_search") for o in parsed):
+                # (a preset may pick its own trainer options: only Hydra knows them then)
+                _check_trainer_key(rest.split(".")[0], _chosen_trainer(parsed))
             continue
         elif head == "trainer" or head not in GROUP_SCHEMAS and rest:
             continue  # trainer is open: its keys are checked against TrainingArguments later
@@ -216,7 +243,8 @@ def check_overrides(arguments: list[str]) -> None:
             if override.type.name != "CHANGE":
                 plus = " A '+' cannot add it: the group's keys are fixed by its schema."
             if head == "method":
-                plus += " Its prompt encoder is configured by the prompt_encoder.* keys." if "p_tuning" in where else ""
+                if method_uses_prompt_encoder(chosen):
+                    plus += " Its prompt encoder is configured by the prompt_encoder.* keys."
                 plus += " Other methods' keys: ptexp-train --help."
             raise ConfigError(
                 f"{key} is not a key of {where}; closest: {closest(name, fields)}.{plus} "

@@ -16,6 +16,8 @@ NON_EXPERIMENT_KEYS = (
     "keep_checkpoints",
     "hydra",
 )
+#: The training method of a run whose config names none (runs from before methods existed).
+DEFAULT_METHOD = "p_tuning"
 #: The metric a run selects its best epoch by when the trainer config names none.
 DEFAULT_METRIC = "accuracy"
 METRICS = ("accuracy", "macro_f1", "loss")

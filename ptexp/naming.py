@@ -1,7 +1,7 @@
 """Folder names for runs and sweeps, and the OmegaConf resolvers the configs use for them.
 
 Importing this module registers the resolvers (``ptexp_slug``, ``ptexp_run_slug``, ``ptexp_or_now``,
-``ptexp_parent_dir``, ``ptexp_search_tag``); the Hydra entry point, the sweeper plugin and
+``ptexp_parent_dir``, ``ptexp_search_tag``, ``ptexp_direction``); the Hydra entry point, the sweeper plugin and
 anything composing ``conf/train.yaml`` import it.
 """
 
@@ -65,6 +65,11 @@ def search_tag(dataset: DictConfig, model: DictConfig) -> str:
     return slug(f"{data}_{model_name}", limit=60)
 
 
+def direction(metric: str | None) -> str:
+    """Optuna's direction for a run's selection metric: the runs return its validation value."""
+    return "minimize" if str(metric or "accuracy").removeprefix("eval_") == "loss" else "maximize"
+
+
 def register_resolvers() -> None:
     resolvers = {
         "ptexp_slug": (slug, True),
@@ -72,6 +77,7 @@ def register_resolvers() -> None:
         "ptexp_or_now": (or_now, True),
         "ptexp_parent_dir": (parent_dir, True),
         "ptexp_search_tag": (search_tag, False),
+        "ptexp_direction": (direction, False),
     }
     for name, (fn, cached) in resolvers.items():
         if not OmegaConf.has_resolver(name):

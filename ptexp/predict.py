@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ptexp.errors import ConfigError
+from ptexp.experiment import DEFAULT_METHOD
 from ptexp.layout import ADAPTER_DIR, CONFIG_FILE, RUN_FILE
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _quiet_model_loading() -> Iterator[None]:
 def _method_name(cfg: Any) -> str:
     from omegaconf import OmegaConf
 
-    return str(OmegaConf.select(cfg, "method.name", default="p_tuning"))  # runs from before methods
+    return str(OmegaConf.select(cfg, "method.name", default=DEFAULT_METHOD))  # runs from before methods
 
 
 def load_predictor(run_dir: Path) -> tuple[Any, Any, Any, list[str], Any]:

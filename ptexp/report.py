@@ -33,7 +33,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ptexp.experiment import DEFAULT_METRIC, NON_EXPERIMENT_KEYS, greater_is_better, selection_metric
+from ptexp.experiment import DEFAULT_METHOD, DEFAULT_METRIC, NON_EXPERIMENT_KEYS, greater_is_better, selection_metric
 from ptexp.jobs import job_status, read_status, read_sweep
 from ptexp.layout import (
     CONFIG_FILE,
@@ -72,11 +72,12 @@ def preferred_x_axes() -> list[str]:
     for method in all_methods().values():
         ordered += [a for a in method.report_axes if a not in ordered]
     return ordered
+
+
 # The training method: the `method` group's choice, recorded as method.name in config.yaml.
 METHOD = "method"
 METHOD_NAME = "method.name"
-# What every run made before the method registry was: its config.yaml has no `method`.
-DEFAULT_METHOD = "p_tuning"
+
 # The methods table always shows both; the report's metric is added when it is another.
 METHOD_METRICS = ("accuracy", "macro_f1")
 MIB = 2**20  # peak_memory_mb is MiB (ru_maxrss / 1024); saved sizes use the same unit

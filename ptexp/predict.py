@@ -1,8 +1,9 @@
 """`ptexp-predict RUN_DIR [EXAMPLE ...] [--file F]`: classify texts or sentence pairs with a finished run.
 
-Loads the base model named in the run's config and the adapter with
-``PeftModel.from_pretrained`` — the same two steps a user of the saved adapter takes. The
-examples are read and checked against the run (single texts or pairs) before any model loads.
+Loads the base model named in the run's config and hands it to the run's method, which loads
+what the run saved the way a user of it would (a peft adapter with ``PeftModel.from_pretrained``,
+a fine-tuned model with ``from_pretrained``). The examples are read and checked against the run
+(single texts or pairs) before any model loads.
 """
 
 from __future__ import annotations

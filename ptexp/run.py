@@ -1,6 +1,6 @@
 """One run, from a composed config to a finished run folder, in four stages:
 
-prepare (validate once, place the process, read the data) → build (backbone + peft model,
+prepare (validate once, place the process, read the data) → build (backbone + method,
 tokenised splits) → fit (Trainer: train, keep the best epoch, evaluate on test) → record
 (adapter, metrics, provenance, predictions; W&B summary). Each stage is a function of the
 previous stage's result, so each can be read and tested alone.
@@ -107,7 +107,7 @@ def prepare(
 
 
 def build(prepared: Prepared) -> Built:
-    """The backbone wrapped by peft, and the tokenised splits."""
+    """The backbone prepared by the run's method, and the tokenised splits."""
     from ptexp.modeling import build_model, count_parameters
 
     cfg = prepared.cfg

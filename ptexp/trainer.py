@@ -1,4 +1,4 @@
-"""A Trainer whose checkpoints can resume P-tuning.
+"""A Trainer whose checkpoints can resume any method (P-tuning's prompt encoder included).
 
 peft's adapter stores only the prompt encoder's *output* (``prompt_embeddings``) and the
 head, not the MLP/LSTM weights, and ``PeftModel`` cannot continue training from it

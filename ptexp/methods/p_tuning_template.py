@@ -23,6 +23,7 @@ from ptexp.errors import ConfigError
 from ptexp.methods import register
 from ptexp.methods.base import Method, extra_modules, train_only
 from ptexp.methods.p_tuning import check_prompt_encoder, normalise_encoder, prompt_encoder_config
+from ptexp.outputs import write_json
 
 #: The input id that marks a prompt position; never a real token id, and it survives padding.
 PLACEHOLDER = -1
@@ -355,7 +356,7 @@ class PTuningTemplate(Method):
         # The weights are trainable_state.safetensors; this says how to place them.
         path = run_dir / ADAPTER_DIR / TEMPLATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.describe(model), indent=2, default=str) + "\n")
+        write_json(path, self.describe(model))
         return [path]
 
     def load(self, run_dir: Path, cfg: DictConfig, base: Any, tokenizer: Any) -> Any:

@@ -133,3 +133,23 @@ def set_key(cfg: DictConfig, dotted: str, value) -> DictConfig:
     with open_dict(cfg):
         OmegaConf.update(cfg, dotted, value, merge=False)
     return cfg
+
+
+def assert_resume_matches(overrides: list[str], root: Path) -> Path:
+    """Run once with every checkpoint kept, then restart a fresh run folder from the first
+    checkpoint alone (what a kill right after that save leaves): the restarted run must end
+    with the uninterrupted run's train_loss and validation/test metrics. Returns that checkpoint."""
+    import shutil
+
+    from ptexp.run import run
+
+    overrides = [*overrides, "keep_checkpoints=true", "trainer.save_total_limit=5"]
+    whole = run(compose_cfg(overrides), root / "whole")
+    first = min((root / "whole" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    shutil.copytree(first, root / "resumed" / "checkpoints" / first.name)
+    resumed = run(compose_cfg(overrides), root / "resumed")
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    for split in ("validation", "test"):
+        for key in ("accuracy", "macro_f1", "loss"):
+            assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)
+    return first

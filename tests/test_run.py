@@ -15,7 +15,7 @@ from ptexp.outputs import read_json
 from ptexp.predict import predict
 from ptexp.run import run
 from ptexp.trainer import NonFiniteLossError
-from tests.conftest import compose_cfg, set_key, subprocess_env, tiny_overrides
+from tests.conftest import assert_resume_matches, compose_cfg, set_key, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
 pytestmark = pytest.mark.slow  # trains tiny models end to end
@@ -103,22 +103,7 @@ def test_saved_adapter_is_the_best_epoch_not_the_last(tiny_bert, tweet_files, tm
 def test_resumed_run_records_the_same_figures_as_an_uninterrupted_one(tiny_bert, tweet_files, tmp_path) -> None:
     """A run resumed from its epoch-1 checkpoint ends with the uninterrupted run's train_loss,
     validation and test metrics (the Trainer alone averages only the resumed steps)."""
-    import shutil
-
-    overrides = [
-        *tiny_overrides(tiny_bert, tweet_files, tmp_path),
-        "keep_checkpoints=true",
-        "trainer.save_total_limit=5",
-        "logger=none",
-    ]
-    whole = run(compose_cfg(overrides), tmp_path / "whole")
-    first = min((tmp_path / "whole" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    shutil.copytree(first, tmp_path / "resumed" / "checkpoints" / first.name)
-    resumed = run(compose_cfg(overrides), tmp_path / "resumed")
-    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
-    for split in ("validation", "test"):
-        for key in ("accuracy", "macro_f1", "loss"):
-            assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)
+    assert_resume_matches([*tiny_overrides(tiny_bert, tweet_files, tmp_path), "logger=none"], tmp_path)
 
 
 def test_wandb_offline_run_holds_config_and_final_metrics(tiny_run) -> None:

@@ -6,7 +6,6 @@ pairs, predict back what they predicted, and resume to the same figures."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from ptexp.errors import ConfigError
 from ptexp.methods import get_method
 from ptexp.methods.p_tuning_template import PLACEHOLDER, TemplateEncoder, parse_template
-from tests.conftest import compose_cfg, set_key, tiny_overrides
+from tests.conftest import assert_resume_matches, compose_cfg, set_key, tiny_overrides
 
 METHOD = get_method("p_tuning_template")
 D, LABELS, HIDDEN = 32, 3, 16  # the tiny BERT's width; tweet labels; tiny_overrides' encoder width
@@ -272,21 +271,8 @@ def test_an_anchored_template_trains_and_predicts_back(tiny_bert, tweet_files, t
 def test_a_template_run_resumes_to_the_same_figures(tiny_bert, tweet_files, tmp_path) -> None:
     """A run restarted from its epoch-1 checkpoint (what a kill after that save leaves) ends
     with the uninterrupted run's figures; the finished run predicts back what it saved."""
-    from ptexp.run import run
 
-    overrides = [
-        *template_overrides(tiny_bert, tweet_files, tmp_path, "[P:3] {text} [P:3]"),
-        "keep_checkpoints=true",
-        "trainer.save_total_limit=5",
-    ]
-    whole = run(compose_cfg(overrides), tmp_path / "whole")
-    first = min((tmp_path / "whole" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    shutil.copytree(first, tmp_path / "resumed" / "checkpoints" / first.name)
-    resumed = run(compose_cfg(overrides), tmp_path / "resumed")
-    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
-    for split in ("validation", "test"):
-        for key in ("accuracy", "macro_f1", "loss"):
-            assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)
+    assert_resume_matches(template_overrides(tiny_bert, tweet_files, tmp_path, "[P:3] {text} [P:3]"), tmp_path)
     _predicts_what_it_saved(tmp_path / "whole")
 
 

@@ -6,8 +6,9 @@ head, not the MLP/LSTM weights, and ``PeftModel`` cannot continue training from 
 checkpoint also holds every trainable tensor by name, and resuming or restoring the best
 epoch loads those. Optimizer, scheduler, RNG state and step are the Trainer's own
 checkpoint files, untouched. A checkpoint also keeps the running sum of the training loss,
-so a resumed run reports the same ``train_loss`` as an uninterrupted one (the Trainer's
-covers only the steps of its own ``train()`` call).
+and the training time so far, so a resumed run reports the same ``train_loss`` as an
+uninterrupted one and its whole ``train_runtime`` (the Trainer's cover only its own
+``train()`` call).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +70,21 @@ def last_complete_checkpoint(folder: str) -> str | None:
 
 
 class PTuningTrainer(Trainer):
-    #: Sum of the per-step training losses before this train() call (restored on resume).
+    #: Sum of the per-step training losses, and seconds of training, before this train() call
+    #: (restored on resume).
     _loss_before_resume: float = 0.0
+    _runtime_before_resume: float = 0.0
+    _call_started: float | None = None
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
+        self._call_started = time.perf_counter()
         output = super().train(*args, **kwargs)
         if not self._loss_before_resume:
             return output
-        # The Trainer divides only this call's loss by only this call's steps.
+        # The Trainer divides only this call's loss by only this call's steps, and times only this call.
         loss = (self._loss_before_resume + self._total_loss_scalar) / max(self.state.global_step, 1)
         output.metrics["train_loss"] = loss
+        output.metrics["train_runtime"] = self._runtime_before_resume + output.metrics.get("train_runtime", 0.0)
         return type(output)(output.global_step, loss, output.metrics)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -95,7 +102,9 @@ class PTuningTrainer(Trainer):
             # Written here, before the Trainer writes trainer_state.json (what marks a checkpoint
             # complete): _total_loss_scalar holds what this call logged, _tr_loss what it has not yet.
             total = self._loss_before_resume + self._total_loss_scalar + float(self._tr_loss.item())
-            write_json(Path(output_dir) / LOSS_STATE, {"loss_sum": total, "global_step": self.state.global_step})
+            elapsed = time.perf_counter() - self._call_started if self._call_started else 0.0
+            state = {"loss_sum": total, "global_step": self.state.global_step}
+            write_json(Path(output_dir) / LOSS_STATE, state | {"train_runtime": self._runtime_before_resume + elapsed})
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         try:
@@ -113,7 +122,9 @@ class PTuningTrainer(Trainer):
         loss_file = os.path.join(resume_from_checkpoint, LOSS_STATE)
         if os.path.isfile(loss_file):
             with open(loss_file) as f:
-                self._loss_before_resume = float(json.load(f)["loss_sum"])
+                state = json.load(f)
+            self._loss_before_resume = float(state["loss_sum"])
+            self._runtime_before_resume = float(state.get("train_runtime", 0.0))
 
     def restore_best(self) -> str | None:
         """Load the best epoch's trainable weights (the Trainer's own best-metric bookkeeping)."""

@@ -4,6 +4,7 @@ and small real data files cut from the embedded tweets corpus."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 from pathlib import Path
@@ -149,6 +150,8 @@ def assert_resume_matches(overrides: list[str], root: Path) -> Path:
     shutil.copytree(first, root / "resumed" / "checkpoints" / first.name)
     resumed = run(compose_cfg(overrides), root / "resumed")
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    before = json.loads((first / "ptexp_loss_state.json").read_text())["train_runtime"]
+    assert resumed["train_runtime"] > before > 0  # the time before the restart is counted too
     for split in ("validation", "test"):
         for key in ("accuracy", "macro_f1", "loss"):
             assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)

@@ -175,7 +175,10 @@ class CheckpointOnSignal(TrainerCallback):
         self.received = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.received:
+        # On an epoch's last step, leave the save to the epoch's end: saving here would skip that
+        # epoch's evaluation, whose data loader draws from the RNG, so the resumed run would train
+        # on another random stream than an uninterrupted one. The next step end saves otherwise.
+        if self.received and not (state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6):
             control.should_save = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -36,3 +36,18 @@ def test_rank_zero_is_the_writer(monkeypatch) -> None:
     assert not is_main_process()
     monkeypatch.setenv("RANK", "0")
     assert is_main_process()
+
+
+def test_a_signal_on_an_epochs_last_step_leaves_the_save_to_the_epoch_end() -> None:
+    """Saving on the last step of an epoch would skip that epoch's evaluation (whose data loader
+    draws from the RNG): the resumed run would then train on another random stream."""
+    from types import SimpleNamespace
+
+    from ptexp.trainer import CheckpointOnSignal
+
+    callback = CheckpointOnSignal()
+    callback.received = True
+    for epoch, expected in ((2.0, False), (2.5, True)):
+        control = SimpleNamespace(should_save=False)
+        callback.on_step_end(None, SimpleNamespace(epoch=epoch), control)
+        assert control.should_save is expected, epoch

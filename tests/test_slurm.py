@@ -125,7 +125,9 @@ def test_requeued_job_resumes_with_identical_final_metrics(tiny_bert, tweet_file
         *base_overrides(tiny_bert, tweet_files, tmp_path / "outputs"),
         "dataset.max_train_samples=96",
         "trainer.per_device_train_batch_size=8",
-        "trainer.num_train_epochs=6",
+        # Long enough that the signal sent after the first checkpoint lands mid-training
+        # (6 epochs of these tiny steps could end before it arrived).
+        "trainer.num_train_epochs=30",
         "prompt_encoder.num_virtual_tokens=3",
     ]
     reference = multirun([*common, "sweep_name=reference", "seed=5"], tmp_path)

@@ -12,9 +12,6 @@ import argparse
 import json
 import logging
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,33 +55,6 @@ def read_run(run_dir: Path) -> tuple[Any, list[str]]:
     return OmegaConf.load(run_dir / CONFIG_FILE), labels
 
 
-def _not_load_report(record: logging.LogRecord) -> bool:
-    return "LOAD REPORT" not in str(record.msg)
-
-
-@contextmanager
-def _quiet_model_loading() -> Iterator[None]:
-    """Silence what loading a backbone for an adapter always prints: the "Loading weights" bar,
-    the report that the task head is "MISSING ... newly initialized" (the adapter restores it
-    right after; load_predictor checks the missing keys itself) and peft's deprecation warning.
-    A filter, not a log level: transformers runs extra checks, with their own warnings, when
-    the level of its modeling logger is raised."""
-    from transformers.utils import logging as hf_logging
-
-    report = logging.getLogger("transformers.modeling_utils")
-    bar = hf_logging.is_progress_bar_enabled()
-    report.addFilter(_not_load_report)
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-            yield
-    finally:
-        report.removeFilter(_not_load_report)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
 def _method_name(cfg: Any) -> str:
     from omegaconf import OmegaConf
 
@@ -98,12 +68,15 @@ def load_predictor(run_dir: Path) -> tuple[Any, Any, Any, list[str], Any]:
 
     from ptexp.embedded import resolve_model_path
     from ptexp.methods import get_method
+    from ptexp.modeling import quiet_new_head
     from ptexp.tasks import get_task
 
     run_dir = Path(run_dir)
     task = get_task(cfg.dataset.task)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / ADAPTER_DIR)
-    with _quiet_model_loading():
+    # The head "newly initialized" is restored by the method right after; a report of anything
+    # else still shows (and the missing-key check below names what stays random).
+    with quiet_new_head():
         base, info = task.auto_model_class().from_pretrained(
             resolve_model_path(cfg.model.name_or_path),
             revision=cfg.model.revision,

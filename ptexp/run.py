@@ -128,7 +128,7 @@ def fit(built: Built) -> Fitted:
         StopOnNonFiniteLoss,
         last_complete_checkpoint,
     )
-    from ptexp.validate import restores_best_epoch, trainer_kwargs
+    from ptexp.validate import restores_best_epoch
 
     prepared = built.prepared
     task, args = prepared.task, prepared.args
@@ -147,7 +147,7 @@ def fit(built: Built) -> Fitted:
         log.info("resuming from %s", last)
     train_out = trainer.train(resume_from_checkpoint=last)
     best_checkpoint = None
-    if restores_best_epoch(trainer_kwargs(prepared.cfg.trainer)):
+    if restores_best_epoch(prepared.cfg.trainer):  # validated once, in prepare
         best_checkpoint = trainer.restore_best()
         log.info(
             "best epoch by validation %s restored: %s (trainer.load_best_model_at_end, ptexp's rule: peft#2256)",

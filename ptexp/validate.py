@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -81,7 +82,7 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def restores_best_epoch(args: dict[str, Any]) -> bool:
+def restores_best_epoch(args: Mapping[str, Any]) -> bool:
     """ptexp's best-epoch rule, switched by the Trainer's own key (on unless set to false):
     the Trainer's implementation fails on P-tuning models (peft#2256), so ptexp restores the
     best epoch's trainable weights itself."""

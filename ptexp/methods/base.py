@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,13 +106,9 @@ class PeftMethod(Method):
         """The peft config of this run (task type and modules_to_save filled in)."""
 
     def build(self, base: Any, cfg: DictConfig, task: Any, tokenizer: Any) -> Any:
-        import warnings
-
         from peft import get_peft_model
 
-        with warnings.catch_warnings():
-            # peft 0.21 calls a transformers attribute that transformers 5 deprecates, on every wrap.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with _without_peft_deprecation():
             return get_peft_model(base, self.peft_config(cfg, task))
 
     def describe(self, model: Any) -> dict[str, Any]:
@@ -125,15 +122,23 @@ class PeftMethod(Method):
         return [run_dir / ADAPTER_DIR]
 
     def load(self, run_dir: Path, cfg: DictConfig, base: Any, tokenizer: Any) -> Any:
-        import warnings
-
         from peft import PeftModel
 
         from ptexp.layout import ADAPTER_DIR
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with _without_peft_deprecation():
             return PeftModel.from_pretrained(base, run_dir / ADAPTER_DIR)
+
+
+@contextmanager
+def _without_peft_deprecation() -> Iterator[None]:
+    """peft 0.21 reads a transformers attribute that transformers 5 deprecates, on every wrap
+    and load: a FutureWarning the user can do nothing about."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
 
 
 def train_only(model: Any, module_names: list[str]) -> None:

@@ -177,6 +177,7 @@ class PtexpSweeper(Sweeper):
         self.dedupe = dedupe
         self.metric = metric
         self.plan = plan
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None
@@ -236,6 +237,15 @@ class PtexpSweeper(Sweeper):
             jobs.append(job)
         return jobs, swept
 
+    def _compose(self, job: Sequence[str]) -> DictConfig:
+        """A job's full config, composed once per launch (dedupe, the reuse guard and the plan
+        all need it)."""
+        assert self.hydra_context is not None and self.config is not None
+        key = tuple(job)
+        if key not in self._composed:
+            self._composed[key] = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        return self._composed[key]
+
     def _dedupe(
         self, jobs: list[list[str]], swept: list[str], sweep_dir: Path
     ) -> tuple[list[list[str]], dict[str, list[str]], int]:
@@ -245,7 +255,7 @@ class PtexpSweeper(Sweeper):
         assert self.hydra_context is not None and self.config is not None
         groups: OrderedDict[str, list[list[str]]] = OrderedDict()
         for job in jobs:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            cfg = self._compose(job)
             groups.setdefault(effective_key(cfg), []).append(job)
         finished = _finished_elsewhere(sweep_dir, set(job_names(jobs, swept)))
         kept, merged, earlier = [], {}, 0
@@ -296,7 +306,7 @@ class PtexpSweeper(Sweeper):
             job_dir = sweep_dir / name
             if job_status(job_dir) != "completed" or not (job_dir / CONFIG_FILE).is_file():
                 continue
-            ours = experiment_config(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+            ours = experiment_config(self._compose(job))
             theirs = experiment_config(OmegaConf.load(job_dir / CONFIG_FILE))
             if ours != theirs:
                 changed = _changed_keys(theirs, ours)
@@ -319,7 +329,7 @@ class PtexpSweeper(Sweeper):
             if job_status(sweep_dir / name) == "completed":
                 continue
             try:
-                check_job(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+                check_job(self._compose(job))
             except ConfigError as err:
                 refused.append((name, str(err)))
         return refused

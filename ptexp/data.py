@@ -1,9 +1,10 @@
-"""Turn a `dataset` config into labelled train/validation/test splits, losing no row silently.
+"""Turn a `dataset` config into train/validation/test splits, losing no row silently.
 
-Every source (embedded, csv, json, hub) ends in the same shape: columns ``text``,
-optionally ``text_pair``, and ``label`` as a ``ClassLabel`` whose names come from the
-data (so ``num_labels``/``id2label`` are never typed by hand). Splits the source lacks
-are carved from train, stratified, with a fixed seed, so every run sees the same split.
+Every source (embedded, csv, json, hub) ends in the same shape: the columns the task reads,
+renamed to their roles (``text``, optionally ``text_pair``, ``label``). What a label is
+(a class, a tag sequence, a target text), when a row is empty and how labels become ids is
+the task's (``ptexp.tasks``). Splits the source lacks are carved from train, stratified
+where the task says so, with a fixed seed, so every run sees the same split.
 
 Files are checked as they are read: the rows read are logged per file and compared with the
 records the file holds, and a row with the wrong number of fields stops the run with the file
@@ -28,6 +29,8 @@ from ptexp.errors import ConfigError
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+
+    from ptexp.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -442,13 +445,11 @@ def _has_rows(path: Path, kind: str) -> bool:
     return len(lines) >= (1 if kind == "json" else 2)  # a CSV/TSV's first line is its header
 
 
-def _normalise_columns(raw: DatasetDict, cfg: Any, names: dict[str, str]) -> DatasetDict:
+def _normalise_columns(raw: DatasetDict, cfg: Any, names: dict[str, str], task: Task) -> DatasetDict:
     from datasets import DatasetDict
 
-    wanted = {cfg.text_column: "text", cfg.label_column: "label"}
-    if cfg.text_pair_column:
-        wanted[cfg.text_pair_column] = "text_pair"
-    role = {cfg.text_column: "text_column", cfg.label_column: "label_column", cfg.text_pair_column: "text_pair_column"}
+    wanted = task.columns(cfg)
+    role = {column: task.column_keys[r] for column, r in wanted.items()}
     for split, ds in raw.items():
         for column in wanted:
             if column not in ds.column_names:
@@ -460,9 +461,9 @@ def _normalise_columns(raw: DatasetDict, cfg: Any, names: dict[str, str]) -> Dat
     for split, ds in raw.items():
         ds = ds.select_columns(list(wanted))
         ds = ds.rename_columns({k: v for k, v in wanted.items() if k != v})
-        text_cols = [c for c in ("text", "text_pair") if c in ds.column_names]
+        text_cols = [c for c in task.input_roles if c in ds.column_names]
         before = len(ds)
-        ds = ds.filter(_is_complete, fn_kwargs={"text_cols": text_cols}, desc="complete rows")
+        ds = ds.filter(task.is_complete, desc="complete rows")
         if len(ds) < before:
             empty = " or ".join(text_cols)
             log.warning("dropped %d rows of %s with an empty %s or label", before - len(ds), names[split], empty)
@@ -479,104 +480,63 @@ def _normalise_columns(raw: DatasetDict, cfg: Any, names: dict[str, str]) -> Dat
     return out
 
 
-def _is_complete(example: dict, text_cols: list[str]) -> bool:
-    return example["label"] is not None and all(isinstance(example[c], str) and example[c].strip() for c in text_cols)
-
-
 def _deduplicate(ds: Dataset, text_cols: list[str]) -> Dataset:
+    # Keys as JSON: a tagging task's inputs are lists, which neither sets nor pandas hash.
+    seen: set[str] = set()
+    keep = []
+    for i, key in enumerate(zip(*(ds[c] for c in text_cols))):
+        text = json.dumps(key, ensure_ascii=False)
+        if text not in seen:
+            seen.add(text)
+            keep.append(i)
     # select() on first-occurrence indices keeps the dataset on disk and fingerprinted,
     # so later map() calls stay cached.
-    frame = ds.select_columns(text_cols).to_pandas()
-    keep = (~frame.duplicated(subset=text_cols, keep="first")).to_numpy().nonzero()[0]
     return ds if len(keep) == len(ds) else ds.select(keep)
 
 
-def _label_names(train: Dataset, cfg: Any) -> list[str]:
-    from datasets import ClassLabel
-
-    feature = train.features["label"]
-    if isinstance(feature, ClassLabel):
-        return list(cfg.label_names or feature.names)
-    if cfg.label_names:
-        return [str(n) for n in cfg.label_names]
-    return sorted(
-        {str(v) for v in train.unique("label")},
-        key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s),
-    )
-
-
-def _encode_labels(ds: DatasetDict, label_names: list[str], cfg: Any, names: dict[str, str]) -> DatasetDict:
-    from datasets import ClassLabel, DatasetDict
-
-    index = {n: i for i, n in enumerate(label_names)}
-    out = DatasetDict()
-    for split, d in ds.items():
-        feature = d.features["label"]
-        if isinstance(feature, ClassLabel):
-            d = d.map(lambda ex, f=feature: {"label": f.int2str(ex["label"]) if ex["label"] >= 0 else None})
-            before = len(d)
-            d = d.filter(lambda ex: ex["label"] is not None)
-            if len(d) < before:
-                log.warning("dropped %d rows of %s labelled -1 (no label)", before - len(d), names[split])
-        seen = {str(v) for v in d.unique("label")}
-        unknown = sorted(seen - set(index))
-        if unknown:
-            raise ConfigError(
-                f"The {split} split ({names[split]}) has labels never seen in train: {unknown[:10]} "
-                f"(column dataset.label_column='{cfg.label_column}'; train labels are {label_names}). "
-                "Fix the data, or list every label in dataset.label_names."
-            )
-        d = d.map(lambda ex: {"label_id": index[str(ex["label"])]}).remove_columns("label")
-        d = d.rename_column("label_id", "label").cast_column("label", ClassLabel(names=label_names))
-        out[split] = d
-    return out
-
-
-def _carve(ds: Dataset, size: float | int, seed: int) -> tuple[Dataset, Dataset]:
+def _carve(ds: Dataset, size: float | int, seed: int, stratify: str | None) -> tuple[Dataset, Dataset]:
     size = int(size) if size >= 1 else size
     try:
-        parts = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+        parts = ds.train_test_split(test_size=size, stratify_by_column=stratify, seed=seed)
     except ValueError:  # a class too rare to stratify: fall back to a seeded random split
         parts = ds.train_test_split(test_size=size, seed=seed)
     return parts["train"], parts["test"]
 
 
-def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
+def _subsample(ds: Dataset, n: int | None, seed: int, stratify: str | None) -> Dataset:
     if n is None or n >= len(ds):
         return ds
     try:
-        return ds.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
+        return ds.train_test_split(train_size=n, stratify_by_column=stratify, seed=seed)["train"]
     except ValueError:
         return ds.shuffle(seed=seed).select(range(n))
 
 
 def load_splits(cfg: Any) -> LabeledSplits:
-    """The labelled train/validation/test splits of a `dataset` config that check_sources
-    has passed (ptexp.validate.check_run runs it once per run, before this)."""
+    """The train/validation/test splits of a `dataset` config that check_sources has passed
+    (ptexp.validate.check_run runs it once per run, before this), labels encoded by the task."""
     from datasets import DatasetDict
 
+    from ptexp.tasks import get_task
+
+    task = get_task(cfg.task)
     raw, names = _load_raw(cfg)
-    raw = _normalise_columns(raw, cfg, names)
+    raw = _normalise_columns(raw, cfg, names, task)
     if "train" not in raw or len(raw["train"]) == 0:
         raise ConfigError(f"The train split of dataset '{cfg.name or cfg.train_file}' is empty.")
-    label_names = _label_names(raw["train"], cfg)
-    if len(label_names) < 2:
-        raise ConfigError(
-            f"dataset.label_column='{cfg.label_column}' has {len(label_names)} distinct label(s) in train "
-            f"({label_names}); classification needs at least two."
-        )
-    splits = _encode_labels(raw, label_names, cfg, names)
+    splits, label_names = task.encode_labels(raw, cfg, names)
+    stratify = task.stratify_column
     train = splits["train"]
     if "test" not in splits:
-        train, splits["test"] = _carve(train, cfg.test_size, cfg.split_seed)
+        train, splits["test"] = _carve(train, cfg.test_size, cfg.split_seed, stratify)
     if "validation" not in splits:
         size = cfg.validation_size
         if "test" not in raw and size < 1:  # keep validation_size a fraction of the whole data
             size = size / (1 - cfg.test_size) if cfg.test_size < 1 else size
-        train, splits["validation"] = _carve(train, size, cfg.split_seed)
+        train, splits["validation"] = _carve(train, size, cfg.split_seed, stratify)
     splits["train"] = train
     limits = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples, "test": cfg.max_test_samples}
-    splits = DatasetDict({s: _subsample(splits[s], limits[s], cfg.split_seed) for s in SPLITS})
+    splits = DatasetDict({s: _subsample(splits[s], limits[s], cfg.split_seed, stratify) for s in SPLITS})
     for split, d in splits.items():
         if len(d) == 0:
             raise ConfigError(

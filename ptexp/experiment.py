@@ -18,16 +18,31 @@ NON_EXPERIMENT_KEYS = (
 )
 #: The training method of a run whose config names none (runs from before methods existed).
 DEFAULT_METHOD = "p_tuning"
-#: The metric a run selects its best epoch by when the trainer config names none.
+#: The metric of a run whose config names no task (runs from before task types existed).
 DEFAULT_METRIC = "accuracy"
-METRICS = ("accuracy", "macro_f1", "loss")
+
+
+def task_name(cfg: Any) -> str:
+    dataset = cfg.get("dataset") or {}
+    return str(dataset.get("task") or "SEQ_CLS")
 
 
 def selection_metric(cfg: Any) -> str:
-    """The validation metric this run selects its epoch by (``accuracy``, ``macro_f1``, ``loss``)."""
+    """The validation metric this run selects its epoch by: ``trainer.metric_for_best_model``,
+    else its task's default (accuracy for classification)."""
+    from ptexp.tasks import get_task
+
     trainer = cfg.get("trainer") or {}
-    return str(trainer.get("metric_for_best_model") or DEFAULT_METRIC).removeprefix("eval_")
+    chosen = trainer.get("metric_for_best_model")
+    if chosen:
+        return str(chosen).removeprefix("eval_")
+    try:
+        return get_task(task_name(cfg)).default_metric
+    except Exception:  # a run folder of a task this install lacks: the pre-task default
+        return DEFAULT_METRIC
 
 
 def greater_is_better(metric: str) -> bool:
-    return metric.removeprefix("eval_") != "loss"
+    from ptexp.tasks.base import Task
+
+    return Task.greater_is_better(metric)

@@ -65,9 +65,13 @@ def search_tag(dataset: DictConfig, model: DictConfig) -> str:
     return slug(f"{data}_{model_name}", limit=60)
 
 
-def direction(metric: str | None) -> str:
-    """Optuna's direction for a run's selection metric: the runs return its validation value."""
-    return "minimize" if str(metric or "accuracy").removeprefix("eval_") == "loss" else "maximize"
+def direction(metric: str | None, task: str | None = None) -> str:
+    """Optuna's direction for a run's selection metric (``trainer.metric_for_best_model``, else
+    the task's default): the runs return its validation value."""
+    from ptexp.experiment import greater_is_better, selection_metric
+
+    chosen = selection_metric({"trainer": {"metric_for_best_model": metric}, "dataset": {"task": task}})
+    return "maximize" if greater_is_better(chosen) else "minimize"
 
 
 def register_resolvers() -> None:

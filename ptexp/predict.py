@@ -117,18 +117,14 @@ def predict(
     from ptexp.methods import get_method
 
     tokenizer, model, task, labels, cfg = load_predictor(run_dir)
-    collate = task.collator(tokenizer)
     encode = get_method(_method_name(cfg)).encoder(cfg, task)
     out: list[dict[str, Any]] = []
     for start in range(0, len(texts), batch_size):
         chunk = {"text": texts[start : start + batch_size]}
         if text_pairs is not None:
             chunk["text_pair"] = text_pairs[start : start + batch_size]
-        enc = encode(tokenizer, chunk, cfg.dataset.max_length)
-        batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk["text"]))])
         with torch.inference_mode():
-            logits = model(**batch).logits
-        out.extend(task.decode(logits.float().numpy(), labels))
+            out.extend(task.predict_batch(model, tokenizer, chunk, encode, cfg.dataset.max_length, labels))
     return out
 
 
@@ -271,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(results)} predictions to {output}")
     else:
         inputs = texts if pairs is None else [f"{t}\t{p}" for t, p in zip(texts, pairs)]
+        from ptexp.tasks import get_task
+
+        task = get_task(run_cfg.dataset.task)
         for text, res in zip(inputs, results):
-            probs = " ".join(f"{k}={v:.3f}" for k, v in res["probs"].items())
-            print(f"{res['label']}\t{probs}\t{text}")
+            print(f"{task.format_prediction(res)}\t{text}")
     return 0
 
 

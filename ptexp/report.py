@@ -78,8 +78,25 @@ def preferred_x_axes() -> list[str]:
 METHOD = "method"
 METHOD_NAME = "method.name"
 
-# The methods table always shows both; the report's metric is added when it is another.
+# The methods table shows every metric of the runs' task (these for runs that record none);
+# the report's metric is added when it is another.
 METHOD_METRICS = ("accuracy", "macro_f1")
+
+
+def task_metrics(frame: pd.DataFrame) -> list[str]:
+    """The metrics the tabulated runs' task computes (metrics.json's ``task``), in its order."""
+    from ptexp.tasks import get_task
+
+    tasks = [str(t) for t in frame["task"].dropna().unique()] if "task" in frame else []
+    names: list[str] = []
+    for name in tasks:
+        try:
+            names.extend(get_task(name).metrics)
+        except Exception:  # a task this install lacks: its runs still show the report's metric
+            continue
+    return _unique(names) or list(METHOD_METRICS)
+
+
 MIB = 2**20  # peak_memory_mb is MiB (ru_maxrss / 1024); saved sizes use the same unit
 SPLITS = ("validation", "test")
 # Folders a run folder search never enters: they hold files named like a run's own
@@ -891,7 +908,7 @@ def methods_table(frame: pd.DataFrame, extras: list[str], metric: str) -> pd.Dat
         row: dict[str, Any] = {k: part.iloc[0][k] for k in keys}
         row["n"] = len(part)
         for split in SPLITS:
-            for name in _unique([*METHOD_METRICS, metric]):
+            for name in _unique([*task_metrics(done), metric]):
                 values = _numbers(part, f"{split}.{name}")
                 row[f"{split}_{name}_mean"] = float(values.mean()) if len(values) else np.nan
                 row[f"{split}_{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
@@ -925,9 +942,21 @@ class Majority:
     classes: int | None
     #: macro-F1 as the runs computed it (newer metrics.json), preferred over the formula
     macro_f1: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the baseline's name as the task gives it (metrics.json's ``baseline.name``)
+    name: str | None = None
+    #: any other metric of the task's baseline: (split, metric) -> (lowest, highest)
+    other: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def row_name(self) -> str:
+        if self.name:
+            return self.name
+        return f"majority class ({self.label})" if self.label else "majority class"
 
     def value(self, split: str, metric: str) -> tuple[float, float] | None:
         """(lowest, highest) of ``metric`` on ``split``; None for a metric it has no value of."""
+        if (split, metric) in self.other:
+            return self.other[split, metric]
         low, high = self.accuracy.get(split, (math.nan, math.nan))
         if math.isnan(low):
             return None
@@ -952,6 +981,8 @@ def majority_class(frame: pd.DataFrame, records: list[JobRecord]) -> tuple[Major
     """The majority-class row's figures over the tabulated jobs, and notes when the jobs
     disagree (they did not see the same data) or lack what it needs."""
     done = frame[frame["status"] == "completed"]
+    if any(str(c).startswith("baseline.") for c in done):
+        return task_baseline(done)
     accuracy, macro = {}, {}
     for split in SPLITS:
         values = _numbers(done, f"majority_class.{split}_accuracy")
@@ -978,6 +1009,35 @@ def majority_class(frame: pd.DataFrame, records: list[JobRecord]) -> tuple[Major
             f"The majority class's macro-F1 needs the number of classes (run.json's labels): the jobs {reason} it."
         )
     return Majority(labels[0] if len(labels) == 1 else None, accuracy, classes, macro), notes
+
+
+def task_baseline(done: pd.DataFrame) -> tuple[Majority | None, list[str]]:
+    """The baseline row from metrics.json's ``baseline`` (what the runs' task recorded: the
+    majority class, or a generation task's trivial answer), each metric as (lowest, highest)."""
+    values: dict[tuple[str, str], tuple[float, float]] = {}
+    for column in done:
+        parts = str(column).split(".")
+        if len(parts) == 3 and parts[0] == "baseline" and parts[1] in SPLITS:
+            numbers = _numbers(done, column)
+            if len(numbers):
+                values[parts[1], parts[2]] = (float(numbers.min()), float(numbers.max()))
+    names = sorted({str(v) for v in done["baseline.name"].dropna()}) if "baseline.name" in done else []
+    if not values:
+        return None, ["No job recorded a baseline in metrics.json: no baseline row."]
+    notes = []
+    differ = [f"{split} {m} {lo:.4f}–{hi:.4f}" for (split, m), (lo, hi) in values.items() if lo != hi]
+    if len(names) > 1:
+        differ.append(f"baseline {', '.join(names)}")
+    if differ:
+        notes.append(
+            f"The jobs disagree on the baseline ({'; '.join(differ)}): they did not all see the same data "
+            "(dataset options differ between jobs?); its row shows the range."
+        )
+    name = names[0] if len(names) == 1 else None
+    label = name[len("majority class (") : -1] if name and name.startswith("majority class (") else None
+    accuracy = {split: values.get((split, "accuracy"), (math.nan, math.nan)) for split in SPLITS}
+    macro = {split: values.get((split, "macro_f1"), (math.nan, math.nan)) for split in SPLITS}
+    return Majority(label, accuracy, None, macro, name=name, other=values), notes
 
 
 def count_text(count: float) -> str:
@@ -1015,16 +1075,32 @@ def _params_cell(trainable: float, total: float) -> str:
     return f"{count_text(trainable)} ({_significant(100 * trainable / total)} %)"
 
 
-def methods_caption(metric: str) -> str:
+def _table_metrics(table: pd.DataFrame) -> list[str]:
+    """The metrics :func:`methods_table` tabulated, in its order."""
+    return [
+        c.removeprefix("validation_").removesuffix("_mean")
+        for c in table
+        if c.startswith("validation_") and c.endswith("_mean")
+    ]
+
+
+def methods_caption(metric: str, metrics: list[str] | None = None, baseline: str | None = None) -> str:
     direction = "" if greater_is_better(metric) else " (lower is better)"
+    metrics = _unique([*(metrics or METHOD_METRICS), metric])
+    if baseline is None or baseline.startswith("majority class"):
+        floor = (
+            "Majority class: always predicting the most frequent training label "
+            "(macro-F1 = 2p/(1+p)/K for its share p among K classes)."
+        )
+    else:
+        floor = f"Last row: the task's trivial baseline ({baseline})."
     return (
-        f"Methods: validation and test {' and '.join(_unique([*METHOD_METRICS, metric]))}, mean ± std over n runs "
+        f"Methods: validation and test {' and '.join(metrics)}, mean ± std over n runs "
         f"(seeds), each run at its epoch selected on validation; rows sorted by mean validation {metric}{direction}; "
         f"best method (bold) selected by mean validation {metric}; test {metric} reported. Trainable parameters: "
         "count and share of the model's; train time: mean seconds of training; peak memory: mean peak CPU resident "
         "set (and GPU memory allocated) per run, MB = 1,048,576 bytes; saved: what the run saved (adapter or "
-        "model, and trainable state). Majority class: always predicting the most frequent training label "
-        "(macro-F1 = 2p/(1+p)/K for its share p among K classes)."
+        f"model, and trainable state). {floor}"
     )
 
 
@@ -1042,7 +1118,7 @@ def format_methods_table(
         return f"\\textbf{{{value}}}" if latex else f"**{value}**"
 
     names = short_names(extras)
-    metrics = _unique([*METHOD_METRICS, metric])
+    metrics = _unique([*_table_metrics(table), metric])
     shown = pd.DataFrame({METHOD: [text(show(v)) for v in table[METHOD]]})
     for axis in extras:
         shown[names[axis]] = [text(show(v)) for v in table[axis]]
@@ -1074,7 +1150,7 @@ def format_methods_table(
         shown.at[best, column] = bold(shown.at[best, column])
     if majority is not None:
         row = dict.fromkeys(shown.columns, "–")
-        row[METHOD] = text(f"majority class ({majority.label})" if majority.label else "majority class")
+        row[METHOD] = text(majority.row_name)
         for (split, name), column in metric_columns.items():
             span = majority.value(split, name)
             if span is not None:
@@ -1190,7 +1266,7 @@ def pareto_figure(
         if floor is not None:
             level = (floor[0] + floor[1]) / 2
             handles.append(ax.axhline(level, color="0.35", ls="--", lw=1.0, zorder=1))
-            labels.append("majority class" + ("" if math.isclose(*floor) else " (mean; jobs differ)"))
+            labels.append(majority.row_name.split(" (")[0] + ("" if math.isclose(*floor) else " (mean; jobs differ)"))
         ringed = None
         if usable["selected"].any():
             i = ringed = int(np.flatnonzero(usable["selected"].to_numpy())[0])
@@ -1633,7 +1709,11 @@ def methods_report(
     figure, figure_notes = pareto_plot(table, extras, metric, majority, out)
     notes += _missing_axis_note(table, extras) + frontier_note(table, extras, metric) + figure_notes
     markdown = "\n\n".join(
-        [f"Table: {methods_caption(metric)}", format_methods_table(table, extras, metric, majority), *notes]
+        [
+            f"Table: {methods_caption(metric, _table_metrics(table), majority.row_name if majority else None)}",
+            format_methods_table(table, extras, metric, majority),
+            *notes,
+        ]
     )
     latex = "".join(f"% {n}\n" for n in notes) + format_methods_table(table, extras, metric, majority, latex=True)
     return markdown, latex, table, figure

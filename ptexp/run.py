@@ -99,7 +99,8 @@ def prepare(
     # Under torch.distributed rank 0 fills the datasets cache first; the others read it.
     with args.main_process_first(desc="load data"):
         data = load_splits(cfg.dataset)
-    log.info("data: %s; labels %s", ", ".join(f"{s} {len(d)}" for s, d in data.splits.items()), data.label_names)
+    sizes = ", ".join(f"{s} {len(d)}" for s, d in data.splits.items())
+    log.info("data: %s%s", sizes, f"; labels {data.label_names}" if data.label_names else "")
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
@@ -121,26 +122,22 @@ def build(prepared: Prepared) -> Built:
 
 def fit(built: Built) -> Fitted:
     """Train (resuming from the last complete checkpoint), restore the best epoch, test it."""
-    from ptexp.trainer import (
-        CheckpointOnSignal,
-        LogMetrics,
-        PTuningTrainer,
-        StopOnNonFiniteLoss,
-        last_complete_checkpoint,
-    )
+    from ptexp.trainer import CheckpointOnSignal, LogMetrics, StopOnNonFiniteLoss, last_complete_checkpoint
     from ptexp.validate import restores_best_epoch
 
     prepared = built.prepared
     task, args = prepared.task, prepared.args
-    trainer = PTuningTrainer(
+    label_names = prepared.data.label_names
+    trainer = task.trainer_class()(
         model=built.model,
         args=args,
         train_dataset=built.tokenized["train"],
         eval_dataset=built.tokenized["validation"],
         processing_class=built.tokenizer,
         data_collator=task.collator(built.tokenizer),
-        compute_metrics=task.compute_metrics,
+        compute_metrics=task.metrics_function(built.tokenizer, label_names),
         callbacks=[StopOnNonFiniteLoss(), CheckpointOnSignal(), LogMetrics()],
+        **task.trainer_kwargs(built.tokenizer, label_names, prepared.cfg),
     )
     last = last_complete_checkpoint(args.output_dir)
     if last:
@@ -174,7 +171,8 @@ def fit(built: Built) -> Fitted:
         "runtime": time.perf_counter() - prepared.clock,
         "peak_memory_mb": _peak_memory_mb(),
         "num_examples": {s: len(d) for s, d in prepared.data.splits.items()},
-        "majority_class": _majority_class(prepared.data),
+        "task": task.name,
+        "baseline": task.baseline(prepared.data.splits, prepared.data.label_names),
         "world_size": args.world_size,
     }
     return Fitted(built, trainer, metrics, prediction)
@@ -198,7 +196,9 @@ def record(fitted: Fitted, wb: Any = None, overrides: list[str] | None = None) -
     built.tokenizer.save_pretrained(run_dir / ADAPTER_DIR)
     respect_umask(run_dir / ADAPTER_DIR, *saved)
     if cfg.save_predictions:
-        records = prepared.task.prediction_records(data.splits["test"], fitted.prediction.predictions, data.label_names)
+        records = prepared.task.prediction_records(
+            data.splits["test"], fitted.prediction.predictions, data.label_names, built.tokenizer
+        )
         write_atomic(run_dir / PREDICTIONS_FILE, "".join(_json_line(r) for r in records))
     if wb is not None:
         wb.summary.update(
@@ -260,24 +260,6 @@ def run(
     log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
     log.info("finished: %s", prepared.run_dir.resolve())
     return metrics
-
-
-def _majority_class(data: Any) -> dict[str, Any]:
-    """The floor: always predicting train's most frequent label, scored on validation and test."""
-    from collections import Counter
-
-    import numpy as np
-
-    from ptexp.tasks.seq_cls import macro_f1
-
-    labels = {split: np.asarray(d["label"]) for split, d in data.splits.items()}
-    majority = Counter(labels["train"].tolist()).most_common(1)[0][0]
-    floor: dict[str, Any] = {"label": data.label_names[majority]}
-    for split in ("validation", "test"):
-        gold = labels[split]
-        floor[f"{split}_accuracy"] = float(np.mean(gold == majority))
-        floor[f"{split}_macro_f1"] = macro_f1(gold, np.full_like(gold, majority))
-    return floor
 
 
 def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -39,7 +39,8 @@ class ModelConfig:
 @dataclass
 class DatasetConfig:
     source: str = _f(MISSING, "embedded | csv | json | hub")
-    task: str = _f("SEQ_CLS", "task type (peft TaskType name)")
+    task: str = _f("SEQ_CLS", "task type (peft TaskType name): SEQ_CLS, TOKEN_CLS, CAUSAL_LM, SEQ_2_SEQ_LM")
+    task_options: dict[str, Any] = _f({}, "options of the task type (see README 'Task types'), e.g. label words")
     name: str | None = _f(None, "embedded dataset name, or the hub dataset path given to datasets.load_dataset")
     subset: str | None = _f(None, "hub dataset configuration (e.g. sst2 of nyu-mll/glue)")
     train_file: str | None = _f(None, "CSV/TSV/JSON(L) training file (csv and json sources)")
@@ -53,7 +54,9 @@ class DatasetConfig:
     split_seed: int = _f(1234, "seed of the carved splits and subsamples (fixed across runs)")
     text_column: str = _f("text", "column holding the text")
     text_pair_column: str | None = _f(None, "column holding the second text of a sentence pair")
-    label_column: str = _f("label", "column holding the label (names or integers)")
+    label_column: str = _f(
+        "label", "column holding the answer: a class (names or integers), the tags (TOKEN_CLS) or the target text"
+    )
     label_names: list[str] | None = _f(None, "fixes the label order (id2label); default: sorted train labels")
     # The embedded tweets hold many retweets: without this, test texts also appear in train.
     deduplicate: bool = _f(True, "drop repeated texts (keeping the first) before splitting")

@@ -69,7 +69,11 @@ def last_complete_checkpoint(folder: str) -> str | None:
     return max(complete, key=lambda p: int(p.rsplit("-", 1)[-1]), default=None)
 
 
-class PTuningTrainer(Trainer):
+class ResumableTrainerMixin:
+    """The checkpointing described above, for any Trainer subclass: ``PTuningTrainer`` is it on
+    the plain Trainer; a task that trains with another (``Seq2SeqTrainer``, to evaluate by
+    generating) mixes it into that one."""
+
     #: Sum of the per-step training losses, and seconds of training, before this train() call
     #: (restored on resume).
     _loss_before_resume: float = 0.0
@@ -133,6 +137,10 @@ class PTuningTrainer(Trainer):
             load_trainable_state(self.accelerator.unwrap_model(self.model), best)
             return best
         return None
+
+
+class PTuningTrainer(ResumableTrainerMixin, Trainer):
+    """The transformers Trainer with checkpoints that resume any method (see the module)."""
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ptexp.errors import ConfigError, closest
-from ptexp.experiment import DEFAULT_METRIC, METRICS, greater_is_better
+from ptexp.experiment import greater_is_better
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,6 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"trainer.{key}={value!r} must be true or false.")
         if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"trainer.{key}={value!r} must be a number (default {default}).")
-    metric = args.get("metric_for_best_model")
-    if metric is not None and str(metric).removeprefix("eval_") not in METRICS:
-        raise ConfigError(
-            f"trainer.metric_for_best_model='{metric}' is not a metric ptexp computes; choose one of {list(METRICS)}."
-        )
     return args
 
 
@@ -89,16 +84,19 @@ def restores_best_epoch(args: Mapping[str, Any]) -> bool:
     return bool(args.get("load_best_model_at_end", True))
 
 
-def effective_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
-    """The trainer group as given, plus what P-tuning, CPU and distributed CPU runs need."""
+def effective_trainer_args(args: dict[str, Any], default_metric: str = "accuracy") -> dict[str, Any]:
+    """The trainer group as given, plus what P-tuning, CPU and distributed CPU runs need
+    (``default_metric``: the task's, when the group names no selection metric)."""
     import os
 
     import torch
 
     kwargs = dict(args)
     kwargs.pop("load_best_model_at_end", None)  # ptexp's own rule: restores_best_epoch
-    metric = kwargs.setdefault("metric_for_best_model", DEFAULT_METRIC)
-    kwargs.setdefault("greater_is_better", greater_is_better(str(metric)))
+    if kwargs.get("metric_for_best_model") is None:
+        kwargs["metric_for_best_model"] = default_metric
+    if kwargs.get("greater_is_better") is None:
+        kwargs["greater_is_better"] = greater_is_better(str(kwargs["metric_for_best_model"]))
     # transformers 5 doubles the loss under DDP otherwise (average_tokens_across_devices).
     kwargs.setdefault("average_tokens_across_devices", False)
     kwargs.setdefault("ddp_find_unused_parameters", False)
@@ -111,7 +109,7 @@ def effective_trainer_args(args: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def check_trainer(trainer_cfg: DictConfig | dict[str, Any], **fixed: Any) -> Any:
+def check_trainer(trainer_cfg: DictConfig | dict[str, Any], default_metric: str = "accuracy", **fixed: Any) -> Any:
     """The run's ``TrainingArguments``, built once. ``fixed`` are the fields ptexp derives from
     the run (output_dir, report_to, run_name, seed); TrainingArguments' own ``__post_init__``
     judges enum values and combinations, and its errors are turned into ConfigErrors."""
@@ -119,7 +117,7 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any], **fixed: Any) -> Any
 
     from transformers import TrainingArguments
 
-    kwargs = effective_trainer_args(trainer_kwargs(trainer_cfg))
+    kwargs = effective_trainer_args(trainer_kwargs(trainer_cfg), default_metric)
     fixed = {"output_dir": tempfile.gettempdir(), "report_to": "none", **fixed}
     try:
         return TrainingArguments(**fixed, **kwargs)
@@ -164,13 +162,13 @@ def check_run(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
     from ptexp.methods import get_method
     from ptexp.tasks import get_task
 
-    warnings = get_method(cfg.method.name).check(cfg)
+    task = get_task(cfg.dataset.task)
+    warnings = task.check(cfg) + get_method(cfg.method.name).check(cfg)
     check_logger(cfg.logger)
     check_sources(cfg.dataset)
-    get_task(cfg.dataset.task)
     if cfg.num_threads is not None and cfg.num_threads <= 0:
         raise ConfigError(f"num_threads={cfg.num_threads} must be positive (or null for the job's CPU allotment).")
-    return check_trainer(cfg.trainer, **trainer_fixed), warnings
+    return check_trainer(cfg.trainer, task.default_metric, **trainer_fixed), warnings
 
 
 def check_job(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
@@ -178,10 +176,12 @@ def check_job(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
     config.json only, no weights): everything a job can be refused for before it loads data."""
     from ptexp.methods import get_method
     from ptexp.modeling import load_backbone_config
+    from ptexp.tasks import get_task
 
     args, warnings = check_run(cfg, **trainer_fixed)
     method = get_method(cfg.method.name)
     _, backbone = load_backbone_config(cfg.model)
+    get_task(cfg.dataset.task).check_backbone(cfg.model.name_or_path, backbone)
     tokens, where = method.virtual_tokens(cfg), method.tokens_text(cfg)
     check_positions(cfg.dataset.max_length, tokens, backbone, cfg.model.name_or_path, where)
     return args, warnings

@@ -1,4 +1,5 @@
-"""Sequence classification (single sentences or sentence pairs): inputs, metrics and readable predictions.
+"""Sequence classification (single sentences or sentence pairs): labels, inputs, metrics, the
+majority-class baseline and readable predictions.
 
 transformers and scipy are imported where they are used, so importing the task (validation,
 ``ptexp-predict``'s argument checks) stays cheap.
@@ -6,15 +7,20 @@ transformers and scipy are imported where they are used, so importing the task (
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ptexp.errors import ConfigError
+from ptexp.tasks import register
 from ptexp.tasks.base import Task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+
+log = logging.getLogger("ptexp.data")
 
 TEXT_COLUMNS = ("text", "text_pair")
 
@@ -31,9 +37,75 @@ def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def label_names_of(train: Dataset, dataset_cfg: Any) -> list[str]:
+    """The class names: ``dataset.label_names`` when given, a ClassLabel's names, else the train
+    labels sorted (integers numerically)."""
+    from datasets import ClassLabel
+
+    feature = train.features["label"]
+    if isinstance(feature, ClassLabel):
+        return list(dataset_cfg.label_names or feature.names)
+    if dataset_cfg.label_names:
+        return [str(n) for n in dataset_cfg.label_names]
+    return sorted(
+        {str(v) for v in train.unique("label")},
+        key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s),
+    )
+
+
+@register
 class SequenceClassification(Task):
-    peft_task_type = "SEQ_CLS"
+    name = "SEQ_CLS"
     default_metric = "accuracy"
+    metrics = ("accuracy", "macro_f1")
+    stratify_column = "label"
+
+    def encode_labels(self, splits: DatasetDict, dataset_cfg: Any, names: dict[str, str]) -> tuple[DatasetDict, list]:
+        from datasets import ClassLabel, DatasetDict
+
+        label_names = label_names_of(splits["train"], dataset_cfg)
+        if len(label_names) < 2:
+            raise ConfigError(
+                f"dataset.label_column='{dataset_cfg.label_column}' has {len(label_names)} distinct label(s) in "
+                f"train ({label_names}); classification needs at least two."
+            )
+        index = {n: i for i, n in enumerate(label_names)}
+        out = DatasetDict()
+        for split, d in splits.items():
+            feature = d.features["label"]
+            if isinstance(feature, ClassLabel):
+                d = d.map(lambda ex, f=feature: {"label": f.int2str(ex["label"]) if ex["label"] >= 0 else None})
+                before = len(d)
+                d = d.filter(lambda ex: ex["label"] is not None)
+                if len(d) < before:
+                    log.warning("dropped %d rows of %s labelled -1 (no label)", before - len(d), names[split])
+            seen = {str(v) for v in d.unique("label")}
+            unknown = sorted(seen - set(index))
+            if unknown:
+                raise ConfigError(
+                    f"The {split} split ({names[split]}) has labels never seen in train: {unknown[:10]} "
+                    f"(column dataset.label_column='{dataset_cfg.label_column}'; train labels are {label_names}). "
+                    "Fix the data, or list every label in dataset.label_names."
+                )
+            d = d.map(lambda ex: {"label_id": index[str(ex["label"])]}).remove_columns("label")
+            d = d.rename_column("label_id", "label").cast_column("label", ClassLabel(names=label_names))
+            out[split] = d
+        return out, label_names
+
+    def baseline(self, splits: DatasetDict, label_names: list[str]) -> dict[str, Any]:
+        """Always predicting train's most frequent label, scored on validation and test."""
+        from collections import Counter
+
+        labels = {split: np.asarray(d["label"]) for split, d in splits.items()}
+        majority = Counter(labels["train"].tolist()).most_common(1)[0][0]
+        out: dict[str, Any] = {"name": f"majority class ({label_names[majority]})"}
+        for split in ("validation", "test"):
+            gold = labels[split]
+            out[split] = {
+                "accuracy": float(np.mean(gold == majority)),
+                "macro_f1": macro_f1(gold, np.full_like(gold, majority)),
+            }
+        return out
 
     def auto_model_class(self) -> Any:
         from transformers import AutoModelForSequenceClassification
@@ -51,23 +123,13 @@ class SequenceClassification(Task):
         pair = batch.get("text_pair")
         return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
 
-    def tokenize(
-        self, splits: DatasetDict, tokenizer: Any, max_length: int, encode: Callable[..., Any] | None = None
-    ) -> DatasetDict:
-        text_columns = [c for c in TEXT_COLUMNS if c in splits["train"].column_names]
-        encode = encode or self.encode
-        # datasets caches this map by fingerprint: a sweep tokenises each split once.
-        return splits.map(
-            lambda batch: encode(tokenizer, batch, max_length),
-            batched=True,
-            remove_columns=text_columns,
-            desc="tokenize",
-        )
-
     def collator(self, tokenizer: Any) -> Any:
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
+
+    def metrics_function(self, tokenizer: Any, label_names: list[str]) -> Callable[[Any], dict[str, float]]:
+        return self.compute_metrics
 
     def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, np.asarray(eval_pred.label_ids)
@@ -90,7 +152,10 @@ class SequenceClassification(Task):
             for p in probs
         ]
 
-    def prediction_records(self, examples: Dataset, logits: Any, label_names: list[str]) -> list[dict[str, Any]]:
+    def prediction_records(
+        self, examples: Dataset, predictions: Any, label_names: list[str], tokenizer: Any = None
+    ) -> list[dict[str, Any]]:
+        logits = predictions
         columns = [c for c in TEXT_COLUMNS if c in examples.column_names]
         inputs = [examples[c] for c in columns]
         gold = examples["label"] if "label" in examples.column_names else [None] * len(examples)
@@ -105,3 +170,25 @@ class SequenceClassification(Task):
             }
             for *values, g, prediction in zip(*inputs, gold, decoded)
         ]
+
+    def predict_batch(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch: dict[str, list],
+        encode: Callable[..., Any],
+        max_length: int,
+        label_names: list[str],
+    ) -> list[dict[str, Any]]:
+        import torch
+
+        enc = encode(tokenizer, batch, max_length)
+        rows = len(batch["text"])
+        inputs = self.collator(tokenizer)([{k: enc[k][i] for k in enc} for i in range(rows)])
+        with torch.inference_mode():
+            logits = model(**inputs).logits
+        return self.decode(logits.float().numpy(), label_names)
+
+    def format_prediction(self, result: dict[str, Any]) -> str:
+        probs = " ".join(f"{k}={v:.3f}" for k, v in result["probs"].items())
+        return f"{result['label']}\t{probs}"

@@ -778,3 +778,35 @@ def test_pareto_frontier_and_the_figures_numbers() -> None:
     assert rp._params_cell(33_361_155, 33_361_155) == "33.4 M (100 %)"
     assert rp._params_cell(1_155, float("nan")) == "1.16 k"
     assert rp.majority_macro_f1(0.5, 2) == pytest.approx(1 / 3)
+
+
+def test_baseline_row_comes_from_the_task_s_recorded_baseline(tmp_path) -> None:
+    """Runs record ``task`` and the task's ``baseline`` (name and per-split metrics): the methods
+    table's last row shows them as recorded, the same figures the older majority_class key gave."""
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    runs = {"p_tuning": [(1, 0.70, 0.69), (2, 0.72, 0.71)], "lora": [(1, 0.74, 0.66)]}
+    methods_sweep(old_dir, runs)
+    methods_sweep(new_dir, runs)
+    for path in new_dir.glob(f"*/{METRICS_FILE}"):
+        metrics = rp.read_json(path)
+        del metrics["majority_class"]
+        metrics["task"] = "SEQ_CLS"
+        metrics["baseline"] = {
+            "name": "majority class (negative)",
+            "validation": {"accuracy": 0.45, "macro_f1": 0.2069},
+            "test": {"accuracy": 0.47, "macro_f1": 0.2132},
+        }
+        write_json(path, metrics)
+    for folder in (old_dir, new_dir):
+        assert rp.main([str(folder), "--no-wandb"]) == 0
+    old, new = (data_rows((f / "report" / "methods.md").read_text()) for f in (old_dir, new_dir))
+    assert new[-1][:5] == old[-1][:5] == ["majority class (negative)", "0.4500", "0.2069", "0.4700", "0.2132"]
+    # a disagreeing job is named, as for the older key
+    path = next(new_dir.glob(f"method=lora*/{METRICS_FILE}"))
+    metrics = rp.read_json(path)
+    metrics["baseline"]["test"]["accuracy"] = 0.52
+    write_json(path, metrics)
+    assert rp.main([str(new_dir), "--no-wandb"]) == 0
+    markdown = (new_dir / "report" / "methods.md").read_text()
+    assert data_rows(markdown)[-1][3] == "0.4700–0.5200"
+    assert "The jobs disagree on the baseline (test accuracy 0.4700–0.5200)" in markdown

@@ -1,0 +1,47 @@
+"""The task-type registry and the checks every task shares (before any data or model loads)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ptexp.errors import ConfigError
+from ptexp.experiment import selection_metric
+from ptexp.tasks import all_tasks, get_task
+from ptexp.validate import check_run
+from tests.conftest import compose_cfg
+
+
+def test_a_misspelt_task_names_the_closest_and_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"dataset.task='SEQ_CLSS'.*closest: SEQ_CLS.*Task types: .*SEQ_CLS"):
+        get_task("SEQ_CLSS")
+
+
+def test_every_registered_task_declares_what_the_run_needs() -> None:
+    tasks = all_tasks()
+    assert "SEQ_CLS" in tasks
+    for name, task in tasks.items():
+        assert task.name == name == task.peft_task_type
+        assert task.default_metric in task.selectable_metrics()
+        assert "loss" in task.selectable_metrics()
+
+
+def test_unknown_task_option_is_named() -> None:
+    cfg = compose_cfg(["+dataset.task_options.label_words={a: b}"])
+    with pytest.raises(ConfigError, match=r"dataset.task_options.label_words is not an option of dataset.task=SEQ_CLS"):
+        check_run(cfg)
+
+
+def test_selection_metric_must_be_one_the_task_computes() -> None:
+    cfg = compose_cfg(["trainer.metric_for_best_model=rougeL"])
+    with pytest.raises(ConfigError, match=r"'rougeL' is not a metric dataset.task=SEQ_CLS computes.*macro_f1"):
+        check_run(cfg)
+
+
+def test_selection_metric_defaults_to_the_task_s() -> None:
+    cfg = compose_cfg()
+    assert cfg.trainer.metric_for_best_model is None
+    assert selection_metric(cfg) == "accuracy"
+    args, _ = check_run(cfg)
+    assert args.metric_for_best_model == "accuracy" and args.greater_is_better is True
+    args, _ = check_run(compose_cfg(["trainer.metric_for_best_model=loss"]))
+    assert args.metric_for_best_model == "loss" and args.greater_is_better is False

@@ -90,6 +90,9 @@ def unfusable(cfg: DictConfig) -> str | None:
     inside = [m for m in extra if m not in PER_JOB_BACKBONE_MODULES]
     if inside:
         return f"model.extra_trainable_modules={inside} trains layers inside the shared backbone"
+    task = str(OmegaConf.select(cfg, "dataset.task", default="SEQ_CLS"))
+    if task != "SEQ_CLS":
+        return f"dataset.task={task} is not fused (fused and tested: SEQ_CLS)"
     trainer = cfg.trainer
     for key in ("fp16", "torch_compile", "gradient_checkpointing"):
         if bool(trainer.get(key, False)):
@@ -427,17 +430,22 @@ class FusionGroup:
 
 
 # -- the Trainer of a fused job ------------------------------------------------------------------
-def fused_trainer_class() -> type:
-    """``ptexp.trainer.PTuningTrainer`` whose backward goes through the group, and whose W&B
-    callback logs to the job's own W&B run (several are open in one process)."""
-    from ptexp.trainer import PTuningTrainer
+_FUSED_CLASSES: dict[type, type] = {}
 
-    class FusedJobTrainer(PTuningTrainer):
+
+def fused_trainer_class(base: type) -> type:
+    """``base`` (the task's Trainer class, a ``PTuningTrainer``) whose backward goes through
+    the group, and whose W&B callback logs to the job's own W&B run (several are open in one
+    process)."""
+    if base in _FUSED_CLASSES:
+        return _FUSED_CLASSES[base]
+
+    class FusedJobTrainer(base):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             member = current_member()
             if member is None:
-                raise RuntimeError("FusedJobTrainer is built inside a fused group's job")
+                raise RuntimeError("a fused job's Trainer is built inside its group's thread")
             self.fusion_member = member
             member.trainer = self
             if getattr(self.accelerator, "scaler", None) is not None:
@@ -455,7 +463,23 @@ def fused_trainer_class() -> type:
                     # while several runs are open: give it this job's run instead.
                     callback._wandb = _RunAsModule(member.wandb)
 
+    FusedJobTrainer.__name__ = FusedJobTrainer.__qualname__ = f"Fused{base.__name__}"
+    _FUSED_CLASSES[base] = FusedJobTrainer
     return FusedJobTrainer
+
+
+class _FusedTask:
+    """The run's task, except that it trains with the fused subclass of its own Trainer class:
+    ``ptexp.run.fit`` asks the task for its Trainer (``Task.trainer_class``), nothing else."""
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+    def trainer_class(self) -> type:
+        return fused_trainer_class(self._task.trainer_class())
 
 
 _GROUPS: dict[int, FusionGroup] = {}
@@ -568,20 +592,6 @@ def _member_logs(members: Sequence[Member]) -> Iterator[None]:
 
 
 # -- running a group --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _fused_trainers() -> Iterator[None]:
-    """``ptexp.run.fit`` builds ``ptexp.trainer.PTuningTrainer``: while a group runs, that name
-    is the fused subclass (requested as a ``fit`` argument: /work/notes/fusion-requests.md)."""
-    import ptexp.trainer as trainer_module
-
-    original = trainer_module.PTuningTrainer
-    trainer_module.PTuningTrainer = fused_trainer_class()
-    try:
-        yield
-    finally:
-        trainer_module.PTuningTrainer = original
-
-
 def train_member(member: Member) -> dict[str, Any]:
     """``ptexp.run.run`` for one job of a group: its stages, with the backbone shared after
     build and the job's W&B run opened as one of several."""
@@ -592,6 +602,7 @@ def train_member(member: Member) -> dict[str, Any]:
     cfg = member.cfg
     prepared = stages.prepare(cfg, member.run_dir, member.num_threads, started=(datetime.now(UTC), time.perf_counter()))
     log.info("run folder: %s (fused)", prepared.run_dir.resolve())
+    prepared.task = _FusedTask(prepared.task)
     built = stages.build(prepared)
     _group_of(member).share_backbone(built.model)
     tracking = member.tracking or Tracking(name=cfg.run_name or ",".join(member.overrides) or "default")
@@ -608,8 +619,7 @@ def train_member(member: Member) -> dict[str, Any]:
         fitted = stages.fit(built)
         if member.trainer is None or fitted.trainer is not member.trainer:
             raise RuntimeError(
-                "ptexp.run.fit did not build its Trainer through ptexp.trainer.PTuningTrainer: the job trained "
-                "unfused. See /work/notes/fusion-requests.md (fit's trainer class argument)."
+                "ptexp.run.fit did not build its Trainer from the task's trainer_class(): the job trained unfused"
             )
         metrics = stages.record(fitted, wb, member.overrides)
     if not cfg.keep_checkpoints:
@@ -632,7 +642,7 @@ def run_group(
     started = time.perf_counter()
     try:
         logs = _member_logs(members) if log_files else contextlib.nullcontext()
-        with _fused_trainers(), logs:
+        with logs:
             group.run(body or train_member)
     finally:
         for member in members:

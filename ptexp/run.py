@@ -95,6 +95,8 @@ def prepare(
         log.warning(warning)
     method = get_method(cfg.method.name)
     torch.set_num_threads(cfg.num_threads or num_threads or cpu_allotment())
+    if args.dataloader_num_workers:
+        _usable_start_method()
     set_seed(cfg.seed, deterministic=cfg.deterministic)
     # Under torch.distributed rank 0 fills the datasets cache first; the others read it.
     with args.main_process_first(desc="load data"):
@@ -260,6 +262,18 @@ def run(
     log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
     log.info("finished: %s", prepared.run_dir.resolve())
     return metrics
+
+
+def _usable_start_method() -> None:
+    """Inside a joblib (loky) worker the default multiprocessing context is loky's, whose
+    Process the DataLoader's workers cannot start with ("'Process' object has no attribute
+    'env'"): loader workers there use the platform's own start method instead."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method not in (None, *multiprocessing.get_all_start_methods()):
+        multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
+        log.info("data loader workers start with %s (not %s)", multiprocessing.get_start_method(), method)
 
 
 def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

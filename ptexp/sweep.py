@@ -36,7 +36,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -77,6 +77,12 @@ class PtexpSweeperConf:
     metric: str | None = None
     # Print what would run (count, finished, failed, duplicates, estimate); run and write nothing.
     plan: bool = False
+    # Sweep fusion (ptexp.fusion): jobs that differ only in prompt-encoder knobs, learning rate
+    # and seed train as one group over one frozen backbone, one launch job per group.
+    # auto: only when the jobs run on a GPU; true: always; false: never.
+    fuse: Any = "auto"
+    # Most jobs in one fused group (one process, one backbone forward over all their rows).
+    fuse_max_jobs: int = 16
 
 
 def register() -> None:
@@ -169,8 +175,14 @@ class PtexpSweeper(Sweeper):
         dedupe: bool = True,
         metric: str | None = None,
         plan: bool = False,
+        fuse: Any = "auto",
+        fuse_max_jobs: int = 16,
     ) -> None:
         super().__init__()
+        self.fuse = fuse_mode(fuse)
+        if fuse_max_jobs < 2:
+            raise HydraException(f"hydra.sweeper.fuse_max_jobs={fuse_max_jobs}: a fused group needs at least 2 jobs")
+        self.fuse_max_jobs = fuse_max_jobs
         self.max_batch_size = max_batch_size
         self.params = dict(params or {})
         self.paired = dict(paired or {})
@@ -185,10 +197,12 @@ class PtexpSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
         _pin_sweep_dir(config)
+        # A fused group is one launch job: the launcher runs FusingTask, which trains the
+        # group's jobs together when the job carries a group, and runs the task otherwise.
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=FusingTask(task_function, hydra_context, config), config=config
+        )
         self.metric = self.metric or f"validation.{selection_metric(config)}"
 
     # -- building the job list ------------------------------------------------------------
@@ -344,52 +358,254 @@ class PtexpSweeper(Sweeper):
             jobs, merged, earlier = self._dedupe(grid, swept, sweep_dir)
         names = job_names(jobs, swept)
         self._refuse_other_experiments(jobs, names, sweep_dir)
+        fusion = self._plan_fusion(jobs, names, sweep_dir)
         if self.plan:
             plan = LaunchPlan(sweep_dir, grid, jobs, names, swept, merged, earlier)
-            print_plan(plan, _jobs_at_once(self.config, self.max_batch_size))
+            print_plan(plan, _jobs_at_once(self.config, self.max_batch_size), fusion.lines(names))
             refused = self._refused(jobs, names, sweep_dir)
             if refused:
                 print(f"  {len(refused)} of these jobs would fail before training:", flush=True)
                 print("\n".join(f"    {name}: {error}" for name, error in refused[:PLAN_LIST_LIMIT]), flush=True)
                 raise SystemExit(2)
             end_plan_mode()
+        for line in fusion.lines(names):
+            log.info(line)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / MULTIRUN_FILE)
         record_plan(sweep_dir, swept, [{"overrides": j, "dir": n} for j, n in zip(jobs, names)], merged)
         # The folder is ours to name: each job carries it as a Hydra override.
         jobs = [[*job, f"hydra.sweep.subdir='{name}'"] for job, name in zip(jobs, names)]
         dirs = [sweep_dir / name for name in names]
-        todo = [(j, d) for j, d in zip(jobs, dirs) if job_status(d) != "completed"]
-        done = len(jobs) - len(todo)
+        # Launch units: a fused group is one launch job (its first job's overrides, and the
+        # group's file named in its environment); every other job to run is one, as before.
+        grouped = {i for group in fusion.groups for i in group}
+        units: list[tuple[list[str], list[Path]]] = []
+        for number, group in enumerate(fusion.groups):
+            name = f"group-{number}"
+            write_fusion_group(sweep_dir, name, [{"dir": names[i], "overrides": jobs[i]} for i in group])
+            units.append(([*jobs[group[0]], f"++hydra.job.env_set.{FUSE_ENV}={name}"], [dirs[i] for i in group]))
+        units += [
+            (j, [d]) for i, (j, d) in enumerate(zip(jobs, dirs)) if i not in grouped and job_status(d) != "completed"
+        ]
+        todo = sum(len(unit_dirs) for _, unit_dirs in units)
+        done = len(jobs) - todo
         if done:
             log.info("%d of %d jobs already finished in %s: not run again.", done, len(jobs), sweep_dir)
         batch = self.max_batch_size or _launcher_parallelism(self.config)
         returns = []
         started = time.perf_counter()
         finished_here = 0
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
+        for start in range(0, len(units), batch):
+            chunk = units[start : start + batch]
             if not self.dedupe:  # dedupe composed (so validated) every job already
                 self.validate_batch_is_legal([j for j, _ in chunk])
             results = self.launcher.launch([j for j, _ in chunk], initial_job_idx=done + start)
             returns.append(results)
-            for (_, job_dir), result in zip(chunk, results):
-                finished_here += 1
-                _record_if_lost(job_dir, result)
-                elapsed = time.perf_counter() - started
-                left = len(todo) - finished_here
-                metric = read_metric(job_dir, self.metric)
-                log.info(
-                    "[%d/%d] %-9s %-40s %s  elapsed %s, ~%s left",
-                    done + finished_here,
-                    len(jobs),
-                    job_status(job_dir),
-                    job_dir.name,
-                    f"{self.metric}={metric:.4f}" if metric is not None else "",
-                    _hms(elapsed),
-                    _hms(elapsed / finished_here * left),
-                )
+            for (_, unit_dirs), result in zip(chunk, results):
+                for job_dir in unit_dirs:
+                    finished_here += 1
+                    _record_if_lost(job_dir, result)
+                    elapsed = time.perf_counter() - started
+                    left = todo - finished_here
+                    metric = read_metric(job_dir, self.metric)
+                    log.info(
+                        "[%d/%d] %-9s %-40s %s  elapsed %s, ~%s left",
+                        done + finished_here,
+                        len(jobs),
+                        job_status(job_dir),
+                        job_dir.name,
+                        f"{self.metric}={metric:.4f}" if metric is not None else "",
+                        _hms(elapsed),
+                        _hms(elapsed / finished_here * left),
+                    )
         return returns
+
+    # -- fusion -------------------------------------------------------------------------------
+    def _plan_fusion(self, jobs: list[list[str]], names: list[str], sweep_dir: Path) -> FusionPlan:
+        """Which jobs to run train as fused groups (``ptexp.fusion``), and why the others do not."""
+        assert self.config is not None
+        if self.fuse == "false":
+            return FusionPlan(off="hydra.sweeper.fuse=false")
+        if self.fuse == "auto" and not jobs_use_gpu(self.config):
+            return FusionPlan(
+                off="hydra.sweeper.fuse=auto and the jobs run on CPU (no CUDA device, no GPU asked of the "
+                "launcher): jobs run one by one; hydra.sweeper.fuse=true fuses on CPU too"
+            )
+        from ptexp.errors import ConfigError
+        from ptexp.fusion import backbone_type_reason, fusion_key, unfusable
+
+        plan = FusionPlan()
+        keys: OrderedDict[str, list[int]] = OrderedDict()
+        backbones: dict[str, str | None] = {}
+        for i, (job, name) in enumerate(zip(jobs, names)):
+            if job_status(sweep_dir / name) == "completed":
+                continue
+            cfg = self._compose(job)
+            reason = unfusable(cfg)
+            if reason is None:
+                model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
+                if model not in backbones:
+                    try:
+                        backbones[model] = backbone_type_reason(cfg.model)
+                    except ConfigError as err:
+                        backbones[model] = f"its backbone cannot be read ({err})"
+                reason = backbones[model]
+            if reason is not None:
+                plan.solo[i] = reason
+                continue
+            keys.setdefault(fusion_key(experiment_config(cfg)), []).append(i)
+        for members in keys.values():
+            if len(members) == 1:
+                plan.solo[members[0]] = "no other job to run shares its backbone, data and training schedule"
+                continue
+            for start in range(0, len(members), self.fuse_max_jobs):
+                chunk = members[start : start + self.fuse_max_jobs]
+                if len(chunk) > 1:
+                    plan.groups.append(chunk)
+                else:
+                    plan.solo[chunk[0]] = f"left over after groups of hydra.sweeper.fuse_max_jobs={self.fuse_max_jobs}"
+        return plan
+
+
+# -- fusion: planning and the launch job of a group ------------------------------------------------
+#: The environment variable (set through ``hydra.job.env_set``) that names a fused group's file.
+FUSE_ENV = "PTEXP_FUSE_GROUP"
+#: The folder of a sweep that holds each fused group's members, rewritten by every launch.
+FUSION_DIR = ".fusion"
+
+
+def fuse_mode(value: Any) -> str:
+    """``hydra.sweeper.fuse`` as ``auto``, ``true`` or ``false`` (Hydra types true/false as bools)."""
+    text = str(value).strip().lower()
+    if text not in ("auto", "true", "false"):
+        raise HydraException(f"hydra.sweeper.fuse={value}: choose auto, true or false")
+    return text
+
+
+def jobs_use_gpu(config: DictConfig) -> bool:
+    """Whether the sweep's jobs run on a GPU: one is visible here, or the launcher asks for one
+    (a SLURM launcher submits from a login node that has none)."""
+    launcher = config.hydra.get("launcher") or {}
+    for key in ("gpus_per_node", "gpus_per_task"):
+        value = launcher.get(key)
+        if isinstance(value, int) and value > 0:
+            return True
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class FusionPlan:
+    """Fused groups (indices of jobs to run, each at least 2) and why every other job is alone."""
+
+    groups: list[list[int]] = field(default_factory=list)
+    solo: dict[int, str] = field(default_factory=dict)
+    off: str | None = None  # why nothing fuses in this launch
+
+    def lines(self, names: Sequence[str]) -> list[str]:
+        if self.off:
+            return [f"fusion: off ({self.off})"]
+        fused = sum(len(g) for g in self.groups)
+        lines = [
+            f"fusion: {fused} jobs in {len(self.groups)} fused group{'s' if len(self.groups) != 1 else ''} "
+            f"(one process and one backbone each), {len(self.solo)} alone"
+        ]
+        for number, group in enumerate(self.groups):
+            shown = ", ".join(names[i] for i in group[:PLAN_LIST_LIMIT])
+            more = f" ... and {len(group) - PLAN_LIST_LIMIT} more" if len(group) > PLAN_LIST_LIMIT else ""
+            lines.append(f"  group-{number} ({len(group)} jobs): {shown}{more}")
+        for i, why in list(self.solo.items())[:PLAN_LIST_LIMIT]:
+            lines.append(f"  not fused: {names[i]}: {why}")
+        if len(self.solo) > PLAN_LIST_LIMIT:
+            lines.append(f"  ... and {len(self.solo) - PLAN_LIST_LIMIT} more not fused")
+        return lines
+
+
+def write_fusion_group(sweep_dir: Path, name: str, members: list[dict[str, Any]]) -> None:
+    write_json(sweep_dir / FUSION_DIR / f"{name}.json", {"members": members})
+
+
+class FusingTask:
+    """The task function the sweeper gives its launcher. A launch job whose environment names a
+    fused group (``PTEXP_FUSE_GROUP``) trains every job of the group together
+    (``ptexp.fusion.run_group``), each in its own folder with its own status, .hydra record, log
+    and W&B run; any other job runs the task function as before. Picklable, for launchers that
+    run jobs in other processes (joblib, SLURM)."""
+
+    def __init__(self, task_function: TaskFunction, hydra_context: HydraContext, config: DictConfig) -> None:
+        self.task_function = task_function
+        self.hydra_context = hydra_context
+        self.config = config
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        import os
+
+        group = os.environ.get(FUSE_ENV)
+        if not group:
+            return self.task_function(cfg)
+        return self._run_group(cfg, group)
+
+    def _run_group(self, cfg: DictConfig, group: str) -> float | None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from ptexp.distributed import share_machine
+        from ptexp.fusion import Member, run_group, train_member
+        from ptexp.jobs import run_isolated
+        from ptexp.outputs import read_json
+        from ptexp.tracking import Tracking
+
+        hc = HydraConfig.get()
+        leader = Path(hc.runtime.output_dir)
+        sweep_dir = Path(str(hc.sweep.dir))
+        spec = read_json(sweep_dir / FUSION_DIR / f"{group}.json")
+        axes = set(read_sweep(sweep_dir).get("axes", []))
+        threads = share_machine(hc)
+        members = []
+        for entry in spec["members"]:
+            job_dir = sweep_dir / entry["dir"]
+            if job_dir.resolve() == leader.resolve():
+                job_cfg, overrides = cfg, list(hc.overrides.task)
+            else:
+                job_cfg, overrides = self._job_folder(entry["overrides"], job_dir)
+            swept = [o.split("=", 1) for o in overrides if o.split("=", 1)[0].lstrip("+") in axes]
+            tracking = Tracking(
+                name=job_cfg.run_name or job_dir.name,
+                group=sweep_dir.name,
+                tags=[f"{key.rsplit('.', 1)[-1]}={value}" for key, value in swept],
+            )
+            members.append(Member(job_cfg, job_dir, overrides, tracking, threads))
+        metric = f"validation.{selection_metric(cfg)}"
+
+        def body(member: Member) -> dict[str, Any] | None:
+            # The same status record, skip-if-finished and failure isolation as a lone job.
+            run_isolated(member.run_dir, lambda: train_member(member), metric)
+            metrics = member.run_dir / METRICS_FILE
+            return read_json(metrics) if metrics.is_file() else None
+
+        run_group(members, body=body, log_files=True)
+        return read_metric(leader, metric)
+
+    def _job_folder(self, overrides: list[str], job_dir: Path) -> tuple[DictConfig, list[str]]:
+        """A member's config composed as its own launch job's would be, and the .hydra record
+        Hydra writes into a job's folder (config, hydra config, overrides): the report reads
+        it."""
+        import copy
+
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.runtime.output_dir = str(job_dir.resolve())
+        task_cfg = copy.deepcopy(sweep_config)
+        with open_dict(task_cfg):
+            del task_cfg["hydra"]
+        subdir = sweep_config.hydra.output_subdir
+        if subdir is not None:
+            record = job_dir / str(subdir)
+            record.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(task_cfg, record / "config.yaml")
+            OmegaConf.save(OmegaConf.create({"hydra": sweep_config.hydra}), record / "hydra.yaml")
+            OmegaConf.save(sweep_config.hydra.overrides.task, record / "overrides.yaml")
+        return task_cfg, [str(o) for o in sweep_config.hydra.overrides.task]
 
 
 def _pin_sweep_dir(config: DictConfig) -> None:
@@ -510,8 +726,9 @@ class LaunchPlan:
     earlier: int  # grid jobs that already finished under an earlier launch's folder name
 
 
-def print_plan(plan: LaunchPlan, at_once: int) -> None:
-    """What a launch would do, on stdout; reads the sweep folder, writes nothing."""
+def print_plan(plan: LaunchPlan, at_once: int, fusion: Sequence[str] = ()) -> None:
+    """What a launch would do, on stdout; reads the sweep folder, writes nothing. ``fusion``:
+    the fused groups and why other jobs are not fused (``FusionPlan.lines``)."""
     sweep_dir = plan.sweep_dir
     statuses = [job_status(sweep_dir / name) for name in plan.names]
     counts = {s: statuses.count(s) for s in ("completed", "failed", "interrupted", "running", "missing")}
@@ -550,6 +767,7 @@ def print_plan(plan: LaunchPlan, at_once: int) -> None:
         lines.append(f"    {name:<{width}}  {own(job)}" + (f"  [{status}]" if status != "missing" else ""))
     if len(todo) > PLAN_LIST_LIMIT:
         lines.append(f"    ... and {len(todo) - PLAN_LIST_LIMIT} more")
+    lines.extend(f"  {line}" for line in fusion)
     lines.append("  " + estimate_line(sweep_dir, len(todo), at_once))
     lines.append("Launch: the same command without hydra.sweeper.plan=true")
     print("\n".join(lines), flush=True)

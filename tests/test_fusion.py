@@ -9,13 +9,20 @@ several jobs into one forward.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from ptexp.fusion import Member, run_group
+from ptexp.outputs import read_json
 from ptexp.run import run
-from tests.conftest import compose_cfg, tiny_overrides
+from tests.conftest import compose_cfg, subprocess_env, tiny_overrides
+from tests.wandb_records import read_run
 
 pytestmark = pytest.mark.slow  # trains tiny models end to end
 
@@ -120,9 +127,7 @@ def test_fused_jobs_write_a_separate_runs_folder_with_a_per_job_pooler(still_ber
     [pooler]``, the embedded default's recipe): each fused job's folder holds the files of its
     separate run, the same metric keys, an adapter ptexp-predict loads, and its own W&B run
     (never the other job's) with its own summary."""
-    from ptexp.outputs import read_json
     from ptexp.predict import predict
-    from tests.wandb_records import read_run
 
     jobs = {name: JOBS[name] for name in ("n4_h16", "n7_h24")}
     base = [*tiny_overrides(still_bert, tweet_files, tmp_path / "outputs"), "model.extra_trainable_modules=[pooler]"]
@@ -153,4 +158,64 @@ def test_fused_jobs_write_a_separate_runs_folder_with_a_per_job_pooler(still_ber
         assert record["summary"]["final/test/loss"] == pytest.approx(fused_metrics["test"]["loss"])
         steps = [h["train/loss"] for h in record["history"] if "train/loss" in h]
         assert len(steps) == 12  # this job's own 12 logged steps, not the other job's too
+        assert record["exit"] == 0
+
+
+def _sweep(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ptexp.train", "-m", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files, tmp_path) -> None:
+    """A 2x2 tokens x hidden sweep through the CLI with hydra.sweeper.fuse=true (one launch
+    job, one process, one backbone) reports the same table as fuse=false (four jobs one by
+    one); every fused job has its own folder, .hydra record, status, log and W&B run."""
+    grid = ["prompt_encoder.num_virtual_tokens=2,5", "prompt_encoder.encoder_hidden_size=8,16"]
+    # Selecting by validation loss puts losses in the table: four distinct values per column
+    # (the random tiny BERT learns too little in 6 steps for accuracy to tell the cells apart).
+    base = [
+        *tiny_overrides(still_bert, tweet_files, tmp_path / "outputs"),
+        "dataset.max_train_samples=48",
+        "trainer.metric_for_best_model=loss",
+        *grid,
+    ]
+    sequential = _sweep([*base, "sweep_name=sequential", "hydra.sweeper.fuse=false"], tmp_path)
+    assert sequential.returncode == 0, sequential.stdout[-2000:] + sequential.stderr[-3000:]
+    assert "fusion: off (hydra.sweeper.fuse=false)" in sequential.stdout + sequential.stderr
+    fused = _sweep([*base, "sweep_name=fused", "hydra.sweeper.fuse=true"], tmp_path)
+    assert fused.returncode == 0, fused.stdout[-2000:] + fused.stderr[-3000:]
+    said = fused.stdout + fused.stderr
+    assert "fusion: 4 jobs in 1 fused group" in said
+    assert "fused group of 4 jobs: 6 fused backbone passes (24 job-steps)" in said
+    sweeps = tmp_path / "outputs" / "multiruns"
+    for name in ("ablation.md", "ablation.tex"):
+        assert (sweeps / "fused" / "report" / name).read_text() == (sweeps / "sequential" / "report" / name).read_text()
+    table = (sweeps / "fused" / "report" / "ablation.md").read_text()
+    assert "validation loss" in table and len(set(re.findall(r"\| (\d\.\d{4})", table))) >= 4
+    columns = ["job", "status", "validation.accuracy", "test.accuracy", "validation.loss", "test.loss", "train_loss"]
+    ours, theirs = (pd.read_csv(sweeps / s / "report" / "results.csv") for s in ("fused", "sequential"))
+    ours, theirs = (f.sort_values("job").reset_index(drop=True) for f in (ours, theirs))
+    assert list(ours.columns) == list(theirs.columns)
+    assert ours[columns[:2]].equals(theirs[columns[:2]]) and set(ours["status"]) == {"completed"}
+    for column in columns[2:]:
+        assert ours[column].tolist() == pytest.approx(theirs[column].tolist(), rel=REL), column
+    for job in (sweeps / "sequential").glob("num_virtual_tokens=*"):
+        mine = sweeps / "fused" / job.name
+        assert _files(mine) == _files(job), job.name
+        recorded = [str(o).replace("=fused", "=sequential") for o in OmegaConf.load(mine / ".hydra" / "overrides.yaml")]
+        assert recorded == list(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        choices = OmegaConf.load(mine / ".hydra" / "hydra.yaml").hydra.runtime.choices
+        assert choices == OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra.runtime.choices
+        assert read_json(mine / "status.json")["status"] == "completed"
+        log_text = (mine / "train.log").read_text()
+        assert "validation:" in log_text and log_text.count("finished:") == 1  # its own lines only
+        (wandb_file,) = (mine / "wandb").glob("offline-run-*/run-*.wandb")
+        record = read_run(wandb_file)
+        assert record["run"].run_group == "fused" and record["run"].display_name == job.name
         assert record["exit"] == 0

@@ -517,9 +517,14 @@ def load_splits(cfg: Any) -> LabeledSplits:
     (ptexp.validate.check_run runs it once per run, before this), labels encoded by the task."""
     from datasets import DatasetDict
 
+    from ptexp import splits_cache
     from ptexp.tasks import get_task
 
     task = get_task(cfg.task)
+    cache = splits_cache.cache_dir(cfg, task)
+    cached = splits_cache.load(cache)
+    if cached is not None:
+        return cached
     raw, names = _load_raw(cfg)
     raw = _normalise_columns(raw, cfg, names, task)
     if "train" not in raw or len(raw["train"]) == 0:
@@ -543,4 +548,6 @@ def load_splits(cfg: Any) -> LabeledSplits:
                 f"The {split} split is empty after loading and filtering (rows need a non-empty "
                 f"'{cfg.text_column}' and a '{cfg.label_column}'); check the file and split sizes."
             )
-    return LabeledSplits(splits=splits, label_names=label_names)
+    data = LabeledSplits(splits=splits, label_names=label_names)
+    splits_cache.save(cache, data)
+    return data

@@ -629,6 +629,23 @@ def train_member(member: Member) -> dict[str, Any]:
     return metrics
 
 
+def isolated(metric: str) -> Callable[[Member], dict[str, Any] | None]:
+    """A :func:`run_group` body for sweep jobs: each job records its status.json (running,
+    completed, or failed with the error) as a lone sweep job does (``ptexp.jobs.run_isolated``),
+    so a failing job is recorded and leaves the group while the others go on. ``metric`` is
+    the one the sweep's progress shows."""
+    from ptexp.jobs import run_isolated
+    from ptexp.layout import METRICS_FILE
+    from ptexp.outputs import read_json
+
+    def body(member: Member) -> dict[str, Any] | None:
+        run_isolated(member.run_dir, lambda: train_member(member), metric)
+        metrics = member.run_dir / METRICS_FILE
+        return read_json(metrics) if metrics.is_file() else None
+
+    return body
+
+
 def run_group(
     members: Sequence[Member], body: Callable[[Member], dict[str, Any]] | None = None, log_files: bool = False
 ) -> FusionGroup:

@@ -550,8 +550,7 @@ class FusingTask:
         from hydra.core.hydra_config import HydraConfig
 
         from ptexp.distributed import share_machine
-        from ptexp.fusion import Member, run_group, train_member
-        from ptexp.jobs import run_isolated
+        from ptexp.fusion import Member, isolated, run_group
         from ptexp.outputs import read_json
         from ptexp.tracking import Tracking
 
@@ -576,14 +575,8 @@ class FusingTask:
             )
             members.append(Member(job_cfg, job_dir, overrides, tracking, threads))
         metric = f"validation.{selection_metric(cfg)}"
-
-        def body(member: Member) -> dict[str, Any] | None:
-            # The same status record, skip-if-finished and failure isolation as a lone job.
-            run_isolated(member.run_dir, lambda: train_member(member), metric)
-            metrics = member.run_dir / METRICS_FILE
-            return read_json(metrics) if metrics.is_file() else None
-
-        run_group(members, body=body, log_files=True)
+        # The same status record, skip-if-finished and failure isolation as a lone job.
+        run_group(members, body=isolated(metric), log_files=True)
         return read_metric(leader, metric)
 
     def _job_folder(self, overrides: list[str], job_dir: Path) -> tuple[DictConfig, list[str]]:

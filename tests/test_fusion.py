@@ -219,3 +219,25 @@ def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files,
         record = read_run(wandb_file)
         assert record["run"].run_group == "fused" and record["run"].display_name == job.name
         assert record["exit"] == 0
+
+
+def test_a_diverging_job_leaves_the_fused_group_and_the_others_go_on(still_bert, tweet_files, tmp_path) -> None:
+    """One job of three diverges (learning rate 1e20): it is recorded failed in its status.json
+    with the run's own NaN error, drops out of the group's passes, and the two others end with
+    their separate runs' numbers."""
+    from ptexp.fusion import isolated
+
+    base = _base(still_bert, tweet_files, tmp_path / "outputs")
+    jobs = {name: JOBS[name] for name in ("n4_h16", "n7_h24")}
+    separate = {
+        name: run(compose_cfg([*base, *o]), tmp_path / "separate" / name, overrides=o) for name, o in jobs.items()
+    }
+    jobs["diverges"] = ["prompt_encoder.num_virtual_tokens=3", "trainer.learning_rate=1e20"]
+    members = [Member(compose_cfg([*base, *o]), tmp_path / "fused" / name, overrides=o) for name, o in jobs.items()]
+    group = run_group(members, body=isolated("validation.accuracy"))
+    status = read_json(tmp_path / "fused" / "diverges" / "status.json")
+    assert status["status"] == "failed" and "NonFiniteLossError" in status["error"] and "diverged" in status["error"]
+    assert not (tmp_path / "fused" / "diverges" / "metrics.json").exists()
+    assert group.passes[0] == 3 and group.passes[-1] == 2 and len(group.passes) == 12
+    _assert_same_numbers(separate, members[:2])
+    assert all(read_json(m.run_dir / "status.json")["status"] == "completed" for m in members[:2])

@@ -46,3 +46,17 @@ def greater_is_better(metric: str) -> bool:
     from ptexp.tasks.base import Task
 
     return Task.greater_is_better(metric)
+
+
+def with_selection_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config with the selection metric and its direction filled in where the
+    trainer group leaves them null (the task's default): a run that names the default metric
+    and one that leaves it to the task are the same experiment (and runs from before the
+    presets left it null compare equal to today's)."""
+    trainer = data.get("trainer")
+    if isinstance(trainer, dict):
+        metric = selection_metric(data)
+        trainer["metric_for_best_model"] = metric
+        if trainer.get("greater_is_better") is None:
+            trainer["greater_is_better"] = greater_is_better(metric)
+    return data

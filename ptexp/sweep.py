@@ -50,7 +50,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptexp.experiment import DEFAULT_METHOD, NON_EXPERIMENT_KEYS, selection_metric
+from ptexp.experiment import DEFAULT_METHOD, NON_EXPERIMENT_KEYS, selection_metric, with_selection_defaults
 from ptexp.jobs import job_status, job_wall_seconds, read_metric, read_sweep, record_lost_job
 from ptexp.layout import CONFIG_FILE, METRICS_FILE, MULTIRUN_FILE, OPTUNA_DB, SWEEP_FILE
 from ptexp.naming import slug
@@ -104,6 +104,7 @@ def experiment_config(cfg: DictConfig, drop: Iterable[str] = ()) -> dict[str, An
     from ptexp.methods import get_method
 
     data = get_method(str(data.get("method", {}).get("name", DEFAULT_METHOD))).effective(data)
+    data = with_selection_defaults(data)
     for dotted in drop:
         *parents, leaf = dotted.split(".")
         node: Any = data

@@ -45,3 +45,13 @@ def test_selection_metric_defaults_to_the_task_s() -> None:
     assert args.metric_for_best_model == "accuracy" and args.greater_is_better is True
     args, _ = check_run(compose_cfg(["trainer.metric_for_best_model=loss"]))
     assert args.metric_for_best_model == "loss" and args.greater_is_better is False
+
+
+def test_leaving_the_metric_to_the_task_is_the_same_experiment_as_naming_it() -> None:
+    """Presets leave trainer.metric_for_best_model null (the task's default); a sweep folder
+    whose jobs named accuracy (older presets) must still be recognised as the same experiment."""
+    from ptexp.sweep import experiment_config
+
+    named = compose_cfg(["trainer.metric_for_best_model=accuracy", "trainer.greater_is_better=true"])
+    assert experiment_config(compose_cfg()) == experiment_config(named)
+    assert experiment_config(compose_cfg(["trainer.metric_for_best_model=loss"])) != experiment_config(named)

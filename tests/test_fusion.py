@@ -241,3 +241,40 @@ def test_a_diverging_job_leaves_the_fused_group_and_the_others_go_on(still_bert,
     assert group.passes[0] == 3 and group.passes[-1] == 2 and len(group.passes) == 12
     _assert_same_numbers(separate, members[:2])
     assert all(read_json(m.run_dir / "status.json")["status"] == "completed" for m in members[:2])
+
+
+def test_a_fused_group_resumes_from_each_jobs_own_checkpoint(still_bert, tweet_files, tmp_path) -> None:
+    """What a kill -9 of a fused group leaves: each job's folder holds the checkpoints its own
+    Trainer had completed, not necessarily the same step for every job (a job may be killed
+    while saving). Relaunched, the group resumes each job from its own last complete
+    checkpoint (one job from epoch 1, one from scratch, at different steps in one group) and
+    every job ends with the uninterrupted group's train loss and metrics."""
+    import shutil
+
+    base = _base(still_bert, tweet_files, tmp_path / "outputs", "keep_checkpoints=true", "trainer.save_total_limit=5")
+    jobs = {name: JOBS[name] for name in ("n4_h16", "n7_h24", "n2_h8")}
+
+    def group(folder: str) -> list[Member]:
+        members = [Member(compose_cfg([*base, *o]), tmp_path / folder / n, overrides=o) for n, o in jobs.items()]
+        run_group(members)
+        return members
+
+    whole = group("whole")
+    # n4_h16 was killed after its epoch-1 checkpoint; n7_h24 while writing its epoch-2 one (no
+    # trainer_state.json yet: not complete); n2_h8 before its first.
+    shutil.copytree(
+        tmp_path / "whole/n4_h16/checkpoints/checkpoint-6", tmp_path / "resumed/n4_h16/checkpoints/checkpoint-6"
+    )
+    shutil.copytree(
+        tmp_path / "whole/n7_h24/checkpoints/checkpoint-6", tmp_path / "resumed/n7_h24/checkpoints/checkpoint-6"
+    )
+    half = tmp_path / "resumed/n7_h24/checkpoints/checkpoint-12"
+    shutil.copytree(tmp_path / "whole/n7_h24/checkpoints/checkpoint-12", half)
+    (half / "trainer_state.json").unlink()
+    resumed = group("resumed")
+    _assert_same_numbers({m.run_dir.name: m.metrics for m in whole}, resumed)
+    for member in resumed:
+        _assert_same_weights(
+            member.run_dir / "trainable_state.safetensors",
+            tmp_path / "whole" / member.run_dir.name / "trainable_state.safetensors",
+        )

@@ -27,3 +27,31 @@ def build_tiny_bert(folder: Path, max_position_embeddings: int = 96, seed: int =
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def build_tiny_gpt2(folder: Path, n_positions: int = 128, seed: int = 0, width: int = 32) -> Path:
+    """A 2-layer GPT-2 (decoder-only, ``width`` wide) with random weights (seeded), written to
+    ``folder`` with the embedded MiniLM tokenizer. The tokenizer's [CLS] serves as BOS and its
+    [SEP] as EOS (end of a generated answer), [PAD] pads: the ids the model config names too."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from ptexp.embedded import resolve_model_path
+    from ptexp.schema import EMBEDDED_MODEL
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(EMBEDDED_MODEL))
+    tokenizer.bos_token, tokenizer.eos_token = tokenizer.cls_token, tokenizer.sep_token
+    config = GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_embd=width,
+        n_layer=2,
+        n_head=2,
+        n_positions=n_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

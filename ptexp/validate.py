@@ -168,7 +168,7 @@ def check_run(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
     check_sources(cfg.dataset)
     if cfg.num_threads is not None and cfg.num_threads <= 0:
         raise ConfigError(f"num_threads={cfg.num_threads} must be positive (or null for the job's CPU allotment).")
-    return check_trainer(cfg.trainer, task.default_metric, **trainer_fixed), warnings
+    return check_trainer(cfg.trainer, task.default_metric_for(cfg), **trainer_fixed), warnings
 
 
 def check_job(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
@@ -181,7 +181,9 @@ def check_job(cfg: DictConfig, **trainer_fixed: Any) -> tuple[Any, list[str]]:
     args, warnings = check_run(cfg, **trainer_fixed)
     method = get_method(cfg.method.name)
     _, backbone = load_backbone_config(cfg.model)
-    get_task(cfg.dataset.task).check_backbone(cfg.model.name_or_path, backbone)
+    task = get_task(cfg.dataset.task)
+    task.check_backbone(cfg.model.name_or_path, backbone)
     tokens, where = method.virtual_tokens(cfg), method.tokens_text(cfg)
     check_positions(cfg.dataset.max_length, tokens, backbone, cfg.model.name_or_path, where)
+    task.check_lengths(cfg, backbone, tokens)
     return args, warnings

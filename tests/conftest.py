@@ -156,3 +156,12 @@ def assert_resume_matches(overrides: list[str], root: Path) -> Path:
         for key in ("accuracy", "macro_f1", "loss"):
             assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)
     return first
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide GPT-2 (decoder-only) with random weights and the MiniLM tokenizer
+    ([CLS] as BOS, [SEP] as EOS), saved like a hub checkpoint: CAUSAL_LM's tiny model."""
+    from ptexp.testing import build_tiny_gpt2
+
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))

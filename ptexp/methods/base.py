@@ -76,7 +76,7 @@ class Method(ABC):
     def encoder(self, cfg: DictConfig, task: Any) -> Callable[[Any, dict[str, list], int], Any]:
         """``(tokenizer, batch, max_length) -> model inputs``: the task's tokenisation unless
         the method places tokens of its own (template P-tuning)."""
-        return task.encode
+        return task.encoder(cfg)
 
     def describe(self, model: Any) -> dict[str, Any]:
         """The effective method config, for W&B and run.json."""

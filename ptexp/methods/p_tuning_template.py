@@ -326,7 +326,7 @@ class PTuningTemplate(Method):
         return data
 
     def encoder(self, cfg: DictConfig, task: Any) -> TemplateEncoder:
-        return TemplateEncoder(template_of(cfg), task.encode)
+        return TemplateEncoder(template_of(cfg), task.encoder(cfg))
 
     def build(self, base: Any, cfg: DictConfig, task: Any, tokenizer: Any) -> Any:
         from peft.tuners.p_tuning import PromptEncoder

@@ -94,6 +94,16 @@ class Task(ABC):
         """Refuse a backbone the task cannot use (its config.json only, no weights)."""
         return None
 
+    def check_lengths(self, cfg: Any, backbone_config: Any, virtual_tokens: int) -> None:
+        """Refuse what does not fit the backbone's positions besides ``dataset.max_length`` and
+        the method's ``virtual_tokens`` (checked before): e.g. a target the model must also read."""
+        return None
+
+    def default_metric_for(self, cfg: Any) -> str:
+        """The selection metric of this run when ``trainer.metric_for_best_model`` is unset: a task
+        whose options change what it measures (a generation mode) overrides it."""
+        return self.default_metric
+
     def selectable_metrics(self) -> tuple[str, ...]:
         return (*self.metrics, "loss")
 
@@ -152,6 +162,11 @@ class Task(ABC):
     def encode(self, tokenizer: Any, batch: dict[str, list], max_length: int) -> Any:
         """Model inputs for a batch of raw examples (columns named by role: ``text``, ...;
         ``label`` when training)."""
+
+    def encoder(self, cfg: Any) -> Callable[..., Any]:
+        """``(tokenizer, batch, max_length) -> model inputs`` for this run: :meth:`encode` unless
+        the task's encoding depends on ``dataset.task_options`` (methods call this, and wrap it)."""
+        return self.encode
 
     def tokenize(
         self, splits: DatasetDict, tokenizer: Any, max_length: int, encode: Callable[..., Any] | None = None

@@ -88,6 +88,7 @@ def reachable(url: str, timeout_s: float = 3.0) -> bool:
 
 
 HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.", "qa_outputs.")
+DROPPED_PREFIXES = ("pooler.",)
 
 
 class _NewHeadOnly(logging.Filter):
@@ -100,7 +101,9 @@ class _NewHeadOnly(logging.Filter):
             return True
         rows = [line.split("|") for line in message.splitlines() if line.count("|") >= 2]
         entries = [(key.strip(), status.strip()) for key, status, *_ in rows[1:] if key.strip()]
-        head_only = bool(entries) and all(st == "MISSING" and k.startswith(HEAD_PREFIXES) for k, st in entries)
+        # A token-classification model has no pooler: the checkpoint's pooler is expected to go unused.
+        expected = [(k, st) for k, st in entries if not (st == "UNEXPECTED" and k.startswith(DROPPED_PREFIXES))]
+        head_only = bool(expected) and all(st == "MISSING" and k.startswith(HEAD_PREFIXES) for k, st in expected)
         if head_only:
             log.info("new task head: %s", ", ".join(k for k, _ in entries))
         return not head_only

@@ -182,6 +182,9 @@ class TemplateEncoder:
                     fill = [1] * len(new_ids)
                 elif key == "token_type_ids":
                     fill = [token_type] * len(new_ids)
+                elif key == "labels":
+                    # Per-token labels (TOKEN_CLS): prompts and anchor words are no word, ignored.
+                    fill = [-100] * len(new_ids)
                 else:
                     raise ValueError(f"method=p_tuning_template cannot place prompts in the task's '{key}' inputs")
                 values[position:position] = fill

@@ -85,7 +85,10 @@ def unfusable(cfg: DictConfig) -> str | None:
     """Why this job cannot train in a fused group, or None when it can. Reads the config only."""
     method = str(OmegaConf.select(cfg, "method.name", default="p_tuning"))
     if method not in FUSABLE_METHODS:
-        return f"method={method} changes the backbone's own layers or has no prompt encoder (fused: {FUSABLE_METHODS})"
+        return (
+            f"method={method} changes the backbone's own layers or has no prompt encoder "
+            f"(fused: {', '.join(FUSABLE_METHODS)})"
+        )
     extra = [str(m) for m in (OmegaConf.select(cfg, "model.extra_trainable_modules", default=None) or [])]
     inside = [m for m in extra if m not in PER_JOB_BACKBONE_MODULES]
     if inside:

@@ -24,8 +24,6 @@ from ptexp.run import run
 from tests.conftest import compose_cfg, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
-pytestmark = pytest.mark.slow  # trains tiny models end to end
-
 # Three jobs that differ in every fusable kind of knob: prompt length, encoder width,
 # learning rate and seed (so init, data order and schedule all differ).
 JOBS = {
@@ -96,6 +94,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert (mine[name] - tensor).abs().max().item() <= 1e-4 * max(1.0, tensor.abs().max().item()), name
 
 
+@pytest.mark.slow  # trains tiny models end to end
 def test_fused_jobs_equal_their_separate_runs(still_bert, tweet_files, tmp_path) -> None:
     """The core proof: 3 jobs with 4/7/2 virtual tokens, hidden 16/24/8, three learning rates
     and seeds, fused, end with their separate runs' train loss, per-epoch validation loss,
@@ -122,6 +121,7 @@ def _files(run_dir: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow  # trains tiny models end to end
 def test_fused_jobs_write_a_separate_runs_folder_with_a_per_job_pooler(still_bert, tweet_files, tmp_path) -> None:
     """With W&B offline on and the pooler trained per job (``model.extra_trainable_modules=
     [pooler]``, the embedded default's recipe): each fused job's folder holds the files of its
@@ -172,6 +172,7 @@ def _sweep(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # trains tiny models end to end
 def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files, tmp_path) -> None:
     """A 2x2 tokens x hidden sweep through the CLI with hydra.sweeper.fuse=true (one launch
     job, one process, one backbone) reports the same table as fuse=false (four jobs one by
@@ -221,6 +222,7 @@ def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files,
         assert record["exit"] == 0
 
 
+@pytest.mark.slow  # trains tiny models end to end
 def test_a_diverging_job_leaves_the_fused_group_and_the_others_go_on(still_bert, tweet_files, tmp_path) -> None:
     """One job of three diverges (learning rate 1e20): it is recorded failed in its status.json
     with the run's own NaN error, drops out of the group's passes, and the two others end with
@@ -243,6 +245,7 @@ def test_a_diverging_job_leaves_the_fused_group_and_the_others_go_on(still_bert,
     assert all(read_json(m.run_dir / "status.json")["status"] == "completed" for m in members[:2])
 
 
+@pytest.mark.slow  # trains tiny models end to end
 def test_a_fused_group_resumes_from_each_jobs_own_checkpoint(still_bert, tweet_files, tmp_path) -> None:
     """What a kill -9 of a fused group leaves: each job's folder holds the checkpoints its own
     Trainer had completed, not necessarily the same step for every job (a job may be killed
@@ -278,3 +281,46 @@ def test_a_fused_group_resumes_from_each_jobs_own_checkpoint(still_bert, tweet_f
             member.run_dir / "trainable_state.safetensors",
             tmp_path / "whole" / member.run_dir.name / "trainable_state.safetensors",
         )
+
+
+def test_fusion_groups_jobs_that_differ_only_in_per_job_knobs(tiny_bert, tweet_files, tmp_path) -> None:
+    """Prompt-encoder knobs, learning rate and seed may differ within a group; the batch
+    schedule, the data and the backbone may not; LoRA, layers trained inside the backbone and
+    fp16 are refused with the reason."""
+    from ptexp.fusion import fusion_key, unfusable
+    from ptexp.sweep import experiment_config
+
+    base = tiny_overrides(tiny_bert, tweet_files, tmp_path)
+
+    def key(*extra: str) -> str:
+        return fusion_key(experiment_config(compose_cfg([*base, *extra])))
+
+    same = key()
+    assert key("prompt_encoder=lstm", "prompt_encoder.num_virtual_tokens=9", "seed=3") == same
+    assert key("trainer.learning_rate=1e-3", "prompt_encoder.encoder_hidden_size=64", "run_name=x") == same
+    assert key("trainer.per_device_train_batch_size=8") != same
+    assert key("dataset.max_train_samples=48") != same
+    assert key("trainer.num_train_epochs=3") != same
+    assert unfusable(compose_cfg(base)) is None
+    assert unfusable(compose_cfg([*base, "model.extra_trainable_modules=[pooler]"])) is None  # one pooler per job
+    assert "inside the shared backbone" in unfusable(compose_cfg([*base, "model.extra_trainable_modules=[encoder]"]))
+    assert "method=lora" in unfusable(compose_cfg([*base, "method=lora"]))
+    assert "fp16" in unfusable(compose_cfg([*base, "+trainer.fp16=true"]))
+
+
+@pytest.mark.slow  # starts ptexp in a subprocess
+def test_plan_shows_the_fused_groups_and_why_other_jobs_are_alone(tiny_bert, tweet_files, tmp_path) -> None:
+    grid = ["method=p_tuning,lora", "seed=1,2", "trainer.per_device_train_batch_size=8,16"]
+    base = [*tiny_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), *grid, "hydra.sweeper.plan=true"]
+    planned = _sweep([*base, "hydra.sweeper.fuse=true"], tmp_path)
+    assert planned.returncode == 0, planned.stdout[-2000:] + planned.stderr[-3000:]
+    out = planned.stdout
+    assert "fusion: 4 jobs in 2 fused groups (one process and one backbone each), 4 alone" in out
+    assert (
+        "group-0 (2 jobs): per_device_train_batch_size=8,method=p_tuning,seed=1, "
+        "per_device_train_batch_size=8,method=p_tuning,seed=2" in out
+    )
+    assert "not fused: per_device_train_batch_size=16,method=lora,seed=2: method=lora changes the backbone" in out
+    auto = _sweep([*base, "hydra.sweeper.fuse=auto"], tmp_path)
+    assert auto.returncode == 0 and "fusion: off (hydra.sweeper.fuse=auto and the jobs run on CPU" in auto.stdout
+    assert not (tmp_path / "outputs").exists()

@@ -247,6 +247,27 @@ def test_a_row_that_breaks_the_contract_is_named(tmp_path, row, expected) -> Non
         assert part in str(err.value)
 
 
+def test_conll_files_convert_to_the_json_lines_the_task_reads(tmp_path) -> None:
+    """WNUT-17's layout: word<TAB>tag lines, a blank or tab-only line between sentences."""
+    from ptexp.data import load_splits
+
+    conll = tmp_path / "train.conll"
+    conll.write_text("-DOCSTART-\tO\n\nI\tO\nmet\tO\nJo\tB-person\n\t\nin\tO\nOslo\tB-location\n\nhi\tO\n")
+    out = tmp_path / "train.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptexp.tasks.token_cls", str(conll), str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "wrote 3 sentences" in proc.stdout, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [
+        {"tokens": ["I", "met", "Jo"], "ner_tags": ["O", "O", "B-person"]},
+        {"tokens": ["in", "Oslo"], "ner_tags": ["O", "B-location"]},
+        {"tokens": ["hi"], "ner_tags": ["O"]},
+    ]
+    data = load_splits(dataset_cfg(f"dataset.train_file={out}", "dataset.validation_size=1", "dataset.test_size=1"))
+    assert data.label_names == ["O", "B-location", "I-location", "B-person", "I-person"]
+
+
 def test_label_names_missing_a_tag_and_only_o_tags_are_refused(tmp_path, ner_files) -> None:
     from ptexp.data import load_splits
 

@@ -101,12 +101,14 @@ def prepare(
     # Under torch.distributed rank 0 fills the datasets cache first; the others read it.
     with args.main_process_first(desc="load data"):
         data = load_splits(cfg.dataset)
+    task = get_task(cfg.dataset.task)
+    task.check_data(data.splits, cfg)  # e.g. targets the model's tokenizer makes too long
     sizes = ", ".join(f"{s} {len(d)}" for s, d in data.splits.items())
     log.info("data: %s%s", sizes, f"; labels {data.label_names}" if data.label_names else "")
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    return Prepared(cfg, run_dir, args, get_task(cfg.dataset.task), method, data, is_main, *started)
+    return Prepared(cfg, run_dir, args, task, method, data, is_main, *started)
 
 
 def build(prepared: Prepared) -> Built:

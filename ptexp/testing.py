@@ -55,3 +55,33 @@ def build_tiny_gpt2(folder: Path, n_positions: int = 128, seed: int = 0, width: 
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def build_tiny_t5(folder: Path, seed: int = 0, d_model: int = 32) -> Path:
+    """A 2+2-layer, ``d_model``-wide T5 with random weights (seeded) and the MiniLM tokenizer,
+    written to ``folder``: padding and the decoder's start are [PAD] (as T5's are its pad),
+    the end of a target is [SEP] (the MiniLM tokenizer ends every text with it)."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from ptexp.embedded import resolve_model_path
+    from ptexp.schema import EMBEDDED_MODEL
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(EMBEDDED_MODEL))
+    config = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=d_model,
+        d_kv=d_model // 2,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    torch.manual_seed(seed)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

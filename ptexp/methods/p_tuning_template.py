@@ -239,6 +239,22 @@ def _prompt_model_class() -> type:
         ) -> Any:
             # **kwargs as the backbone's forward has it: the Trainer then treats the loss as the
             # backbone's (num_items_in_batch), as it does under peft.
+            inputs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids, "labels": labels}
+            if token_type_ids is None:
+                del inputs["token_type_ids"]  # encoder-decoders (T5, BART) take none
+            return self.base(inputs_embeds=self.embed(input_ids), **inputs, **kwargs)
+
+        def generate(self, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+            """The backbone's generate (SEQ_2_SEQ_LM: the encoder reads the prompts) from the same
+            embeddings the forward reads."""
+            return self.base.generate(inputs_embeds=self.embed(input_ids), attention_mask=attention_mask, **kwargs)
+
+        @property
+        def generation_config(self) -> Any:
+            return self.base.generation_config
+
+        def embed(self, input_ids: Any) -> Any:
+            """The input embeddings with the k-th placeholder of each row replaced by the k-th prompt."""
             slots = input_ids == PLACEHOLDER
             batch, count = input_ids.shape[0], self.template.num_prompts
             if int(slots.sum()) != batch * count:
@@ -250,9 +266,7 @@ def _prompt_model_class() -> type:
             # Encoded once and repeated per row as peft's get_prompt does (peft#2043): the gradient
             # then sums in the same order, so the numbers equal method=p_tuning's.
             prompts = self.prompt_encoder(self.prompt_ids.unsqueeze(0)).repeat(batch, 1, 1).to(embeds.dtype)
-            embeds = embeds.masked_scatter(slots.unsqueeze(-1), prompts)
-            inputs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids, "labels": labels}
-            return self.base(inputs_embeds=embeds, **inputs, **kwargs)
+            return embeds.masked_scatter(slots.unsqueeze(-1), prompts)
 
     return TemplatePromptModel
 

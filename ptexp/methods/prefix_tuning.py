@@ -45,10 +45,10 @@ class PrefixTuning(PeftMethod):
         return data
 
     def build(self, base: Any, cfg: DictConfig, task: Any, tokenizer: Any) -> Any:
-        return pass_prefix_as_cache(super().build(base, cfg, task, tokenizer))
+        return prefix_when_generating(pass_prefix_as_cache(super().build(base, cfg, task, tokenizer)))
 
     def load(self, run_dir: Any, cfg: DictConfig, base: Any, tokenizer: Any) -> Any:
-        return pass_prefix_as_cache(super().load(run_dir, cfg, base, tokenizer))
+        return prefix_when_generating(pass_prefix_as_cache(super().load(run_dir, cfg, base, tokenizer)))
 
     def peft_config(self, cfg: DictConfig, task: Any) -> Any:
         from peft import PrefixTuningConfig
@@ -102,4 +102,27 @@ def pass_prefix_as_cache(model: Any) -> Any:
         )
 
     model._prefix_tuning_forward = types.MethodType(prefix_forward, model)
+    return model
+
+
+def prefix_when_generating(model: Any) -> Any:
+    """peft 0.21 hands an encoder-decoder's prefix to ``generate`` as ``past_key_values``;
+    transformers 5's T5 takes it as ``cache`` and, when generate passes its own (empty) cache
+    too, keeps that one: generation would silently ignore the prefix that training used. The
+    prefix goes in as ``cache`` instead (tested: the first generated step equals the forward)."""
+    import inspect
+
+    task_type = model.peft_config[model.active_adapter].task_type
+    names = inspect.signature(model.base_model.forward).parameters
+    if getattr(task_type, "value", task_type) != "SEQ_2_SEQ_LM" or "past_key_values" in names or "cache" not in names:
+        return model
+    prepare = model.prepare_inputs_for_generation
+
+    def prepare_with_prefix(*args: Any, **kwargs: Any) -> Any:
+        inputs = prepare(*args, **kwargs)
+        if inputs.get("past_key_values") is not None:
+            inputs["cache"] = inputs.pop("past_key_values")
+        return inputs
+
+    model.prepare_inputs_for_generation = prepare_with_prefix
     return model

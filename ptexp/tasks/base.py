@@ -99,6 +99,11 @@ class Task(ABC):
         the method's ``virtual_tokens`` (checked before): e.g. a target the model must also read."""
         return None
 
+    def check_data(self, splits: DatasetDict, cfg: Any) -> None:
+        """Refuse loaded data the model cannot take, before any weights load (the model's
+        tokenizer may be read): e.g. a target longer than the model allows (ConfigError)."""
+        return None
+
     def default_metric_for(self, cfg: Any) -> str:
         """The selection metric of this run when ``trainer.metric_for_best_model`` is unset: a task
         whose options change what it measures (a generation mode) overrides it."""

@@ -135,6 +135,58 @@ def test_ptexp_predict_prints_the_generated_text(learned_run) -> None:
     assert {r["generated"] for r in lines} <= set(CATEGORIES)
 
 
+# -- P-tuning learns: prompts elicit what a (tiny) pretrained model can do -----------------------
+
+
+@pytest.fixture(scope="module")
+def instructed_t5(tiny_t5, tmp_path_factory) -> Path:
+    """The tiny T5 fine-tuned on two instructions, 'category: w w w' -> the category and
+    'first: w w w' -> the first word: a small pretrained model with a skill that a prompt, in
+    place of the instruction, can call up (P-tuning's premise; random weights offer none)."""
+    from ptexp.run import run
+
+    out = tmp_path_factory.mktemp("instructed")
+    files = {}
+    for seed, (split, n) in enumerate([("train", 800), ("validation", 40), ("test", 40)], start=20):
+        rows = []
+        for row, instruction in zip(category_rows(n, seed), random.Random(seed).choices(["category", "first"], k=n)):
+            target = row["category"] if instruction == "category" else row["words"].split()[0]
+            rows.append({"words": f"{instruction}: {row['words']}", "category": target})
+        files[split] = write_table(out / f"{split}.csv", rows)
+    overrides = t2t_overrides(
+        tiny_t5, files, out, "method=full_finetune", "trainer.learning_rate=1e-2", "trainer.num_train_epochs=4"
+    )
+    run(compose_cfg([*overrides, "logger=none"]), out / "run")
+    model = out / "run" / "model"
+    for file in (out / "run" / "adapter").iterdir():  # the run keeps its tokenizer there
+        shutil.copy(file, model / file.name)
+    return model
+
+
+@pytest.mark.slow  # trains twice per method
+@pytest.mark.parametrize("method", ["p_tuning", "p_tuning_template"])
+def test_prompts_learn_to_call_up_the_pretrained_skill(method, instructed_t5, category_files, tmp_path) -> None:
+    """Without the instruction, the plain three words: untrained prompts get (almost) nothing
+    right; trained ones (the backbone frozen) answer the category far above the baseline."""
+    from ptexp.run import run
+
+    overrides = t2t_overrides(
+        instructed_t5,
+        category_files,
+        tmp_path,
+        f"method={method}",
+        *(["method.template='[P:2] {text} [P:2]'"] if method == "p_tuning_template" else []),
+        "dataset.max_train_samples=200",
+        "logger=none",
+    )
+    untrained = run(compose_cfg([*overrides, "trainer.learning_rate=1e-9"]), tmp_path / "untrained")
+    trained = run(compose_cfg([*overrides, "trainer.learning_rate=3e-2", "trainer.num_train_epochs=5"]), tmp_path / "t")
+    baseline = trained["baseline"]["test"]["exact_match"]
+    assert untrained["test"]["exact_match"] < 0.2 and baseline < 0.5
+    assert trained["test"]["exact_match"] >= max(baseline + 0.25, untrained["test"]["exact_match"] + 0.5)
+    assert trained["trainable_params"] < 0.01 * trained["total_params"]
+
+
 # -- P-tuning end to end: train, save, predict, W&B, resume ----------------------------------
 
 

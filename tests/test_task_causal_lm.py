@@ -374,6 +374,29 @@ def test_classify_predict_round_trip_and_cli(classify_run, tmp_path) -> None:
     assert proc.stdout.split("\t")[0] == saved[0]["label"] and "positive=" in proc.stdout
 
 
+@pytest.mark.slow
+def test_fine_tuned_tiny_gpt2_scores_label_words_far_above_the_majority_class(tiny_gpt2, tweet_files, tmp_path) -> None:
+    """No package ships causal-LM weights, so learning is shown from scratch: the random tiny
+    GPT-2, fully fine-tuned for 2 epochs on 600 real tweets through label-word scores, beats
+    always answering the majority class by far on 150 unseen tweets (measured: 0.633 vs 0.34)."""
+    from ptexp.run import run
+
+    overrides = [
+        *lm_overrides(tiny_gpt2, tweet_files, tmp_path),
+        "method=full_finetune",
+        "trainer.learning_rate=3e-3",
+        "dataset.max_train_samples=null",
+        "dataset.max_eval_samples=null",
+        "dataset.max_test_samples=null",
+        "logger=none",
+    ]
+    metrics = run(compose_cfg(overrides), tmp_path / "run")
+    floor = metrics["baseline"]["test"]["accuracy"]
+    assert metrics["num_examples"]["test"] == 150 and floor < 0.4
+    assert metrics["test"]["accuracy"] > floor + 0.15, (metrics["test"], metrics["baseline"])
+    assert metrics["test"]["macro_f1"] > metrics["baseline"]["test"]["macro_f1"] + 0.3
+
+
 def _resume_matches(overrides: list[str], root: Path, keys: tuple[str, ...]) -> None:
     """As tests.conftest.assert_resume_matches, for this task's metrics: a fresh run folder
     restarted from the uninterrupted run's first checkpoint ends with the same figures."""
@@ -415,6 +438,19 @@ def test_generate_run_predicts_back_what_it_recorded(tiny_gpt2, tweet_files, tmp
     assert len(rows) == 40 and {"text", "gold", "output"} <= set(rows[0])
     again = predict(tmp_path / "run", [r["text"] for r in rows[:10]], batch_size=4)
     assert [r["output"] for r in again] == [r["output"] for r in rows[:10]]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"tweet": r["text"], "mood": r["gold"]}) for r in rows[:3]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptexp.predict", str(tmp_path / "run"), "--file", str(src)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = [json.loads(line) for line in (tmp_path / "in.predictions.jsonl").read_text().splitlines()]
+    assert [w["predicted_output"] for w in written] == [r["output"] for r in rows[:3]]
+    assert [w["mood"] for w in written] == [r["gold"] for r in rows[:3]]  # the gold column kept as given
 
 
 @pytest.mark.slow
@@ -480,6 +516,8 @@ def test_two_by_two_sweep_tables_rouge(tiny_gpt2, tweet_files, tmp_path) -> None
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = tmp_path / "outputs" / "multiruns" / "lm" / "report"
     table = (report / "ablation.md").read_text()
-    assert "rougeL" in table and "most frequent target" in table, table
+    assert "Validation and test rougeL" in table and "num_virtual_tokens" in table, table
+    results = (report / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"validation.rougeL", "test.exact_match", "test.perplexity", "baseline.name"} <= set(results)
     rows = [line for line in table.splitlines() if line.startswith("|") and "---" not in line][1:]
     assert sum(line.rstrip(" |").endswith("2") for line in rows) == 2  # two cells, two seeds each

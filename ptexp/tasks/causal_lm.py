@@ -450,7 +450,9 @@ class CausalLM(SequenceClassification):
         return options
 
     def default_metric_for(self, cfg: Any) -> str:
-        return GENERATE_DEFAULT_METRIC if self.options(cfg.dataset).mode == "generate" else self.default_metric
+        # A partial config (a plain dict naming only the task) is read as the default mode.
+        options = (cfg.get("dataset") or {}).get("task_options") or {}
+        return GENERATE_DEFAULT_METRIC if options.get("mode") == "generate" else self.default_metric
 
     def check(self, cfg: Any) -> list[str]:
         options = self.options(cfg.dataset)

@@ -131,6 +131,28 @@ def test_first_sub_word_carries_the_tag_the_rest_are_ignored() -> None:
     assert len(truncated) == 4 and sum(x != -100 for x in truncated) == 2  # [CLS] barack obama [SEP]
 
 
+def test_template_prompts_and_anchor_words_get_no_label() -> None:
+    """p_tuning_template places prompts (and anchor words) inside the input: those positions
+    carry -100, the words keep their tags in order."""
+    from transformers import AutoTokenizer
+
+    from ptexp.embedded import resolve_model_path
+    from ptexp.methods.p_tuning_template import PLACEHOLDER, TemplateEncoder, parse_template
+    from ptexp.tasks import get_task
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+    task = get_task("TOKEN_CLS")
+    batch = {"text": [["Jo", "flew", "to", "Ouagadougou"]], "label": [[3, 0, 0, 1]]}
+    plain = task.encode(tokenizer, batch, 32)
+    placed = TemplateEncoder(parse_template("[P:2] {text} [P:1] names:"), task.encode)(tokenizer, batch, 32)
+    ids, labels = placed["input_ids"][0], placed["labels"][0]
+    assert len(ids) == len(labels) == len(plain["input_ids"][0]) + 3 + len(tokenizer.tokenize("names:"))
+    assert ids[:2] == [PLACEHOLDER] * 2 and labels[:2] == [-100, -100]
+    assert all(label == -100 for i, label in zip(ids, labels) if i == PLACEHOLDER)
+    assert [x for x in labels if x != -100] == [3, 0, 0, 1]
+    assert labels[2 : 2 + len(plain["labels"][0])] == plain["labels"][0]
+
+
 def test_labels_are_padded_by_the_virtual_tokens_peft_prepends(tiny_bert) -> None:
     """peft#1974: P-tuning's logits are n longer than the labels it passes on. The Trainer's
     collator pads the labels on the left by n (prefix tuning and LoRA: 0), so the loss runs."""
@@ -214,6 +236,20 @@ def test_lists_and_whitespace_strings_read_alike_and_the_vocabulary_comes_from_t
     assert chosen.label_names == fixed
 
 
+def test_tags_stored_as_class_label_ids_read_as_their_names() -> None:
+    """The hub's NER sets (wnut_17, conll2003) store tags as ids of a ClassLabel."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+
+    from ptexp.tasks import get_task
+
+    features = Features({"text": Sequence(Value("string")), "label": Sequence(ClassLabel(names=["O", "B-x", "I-x"]))})
+    train = Dataset.from_dict({"text": [["a", "b", "c"]], "label": [[1, 2, 0]]}, features=features)
+    splits, names = get_task("TOKEN_CLS").encode_labels(
+        DatasetDict({"train": train}), dataset_cfg("dataset.train_file=x"), {"train": "the hub's train split"}
+    )
+    assert names == ["O", "B-x", "I-x"] and splits["train"]["label"] == [[1, 2, 0]]
+
+
 def test_wnut17_slice_reads_with_its_six_types() -> None:
     from ptexp.data import load_splits
 
@@ -281,11 +317,23 @@ def test_label_names_missing_a_tag_and_only_o_tags_are_refused(tmp_path, ner_fil
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["dataset.label_column=tags"], "dataset.label_column='tags' is not a column"),
         (["dataset.text_pair_column=tokens"], "has no second text"),
         (["dataset.label_names=[O,PER]"], "not BIO tags"),
-        (["dataset.max_length=100"], "exceeds the 96 positions"),
         (["trainer.metric_for_best_model=macro_f1"], "not a metric dataset.task=TOKEN_CLS computes"),
+    ],
+)
+def test_the_task_refuses_what_it_cannot_do_from_the_config_alone(overrides, expected) -> None:
+    from ptexp.tasks import get_task
+
+    with pytest.raises(ConfigError, match=expected):
+        get_task("TOKEN_CLS").check(compose_cfg(["dataset=ner", "dataset.train_file=x", *overrides]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["dataset.label_column=tags"], "dataset.label_column='tags' is not a column"),
+        (["dataset.max_length=100"], "exceeds the 96 positions"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_loads(tiny_bert, ner_files, tmp_path, overrides, expected) -> None:

@@ -201,7 +201,7 @@ class TokenClassification(Task):
         return bool(words_of(text)) and bool(words_of(label))
 
     def encode_labels(self, splits: DatasetDict, dataset_cfg: Any, names: dict[str, str]) -> tuple[DatasetDict, list]:
-        from datasets import Dataset, DatasetDict, Features, Sequence, Value
+        from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
         column, text_column = dataset_cfg.label_column, dataset_cfg.text_column
         parsed: dict[str, tuple[list[list[str]], list[list[str]]]] = {}
@@ -209,8 +209,12 @@ class TokenClassification(Task):
         for split, d in splits.items():
             words_rows, tag_rows = [], []
             seen[split] = set()
+            # Hub datasets (e.g. wnut_17) store tags as ids of a ClassLabel: read them as its names.
+            inner = getattr(d.features["label"], "feature", None)
+            tag_names = inner.names if isinstance(inner, ClassLabel) else None
             for row, (text, label) in enumerate(zip(d["text"], d["label"]), 1):
-                words, tags = words_of(text), words_of(label)
+                words = words_of(text)
+                tags = [tag_names[i] for i in label] if tag_names else words_of(label)
                 if len(words) != len(tags):
                     raise ConfigError(
                         f"The {split} split ({names[split]}): row {row} has {len(words)} words in "

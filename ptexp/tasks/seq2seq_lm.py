@@ -138,6 +138,18 @@ def _generation_trainer() -> type:
             if metric_names and self.compute_metrics is not None:
                 self.compute_metrics = functools.partial(self.compute_metrics, metrics=tuple(metric_names))
 
+        def prediction_step(self, model: Any, inputs: Any, prediction_loss_only: bool, ignore_keys: Any = None, **gen):
+            # Seq2SeqTrainer writes generate's defaults (max_length=20, ...) into the model's
+            # generation config after each generate: every later generate with max_new_tokens
+            # would then warn that both are set, and a saved model would keep them. Undone.
+            config = self.model.generation_config
+            before = dict(vars(config))
+            try:
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen)
+            finally:
+                vars(config).clear()
+                vars(config).update(before)
+
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval", **gen):
             gen = {**self.generation_kwargs, **gen}
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen)

@@ -135,6 +135,42 @@ def test_ptexp_predict_prints_the_generated_text(learned_run) -> None:
     assert {r["generated"] for r in lines} <= set(CATEGORIES)
 
 
+@pytest.mark.slow  # ptexp-train subprocesses
+def test_a_killed_run_resumes_to_the_uninterrupted_runs_figures(learned_run, tiny_t5, category_files, tmp_path) -> None:
+    """ptexp-train killed (SIGKILL) after its first epoch's checkpoint, then launched again into
+    the same run folder: it resumes there and ends with the uninterrupted run's figures."""
+    import os
+    import signal
+    import time
+
+    _, whole = learned_run
+    run_dir = tmp_path / "run"
+    args = [
+        *t2t_overrides(
+            tiny_t5, category_files, tmp_path, "method=full_finetune", "trainer.learning_rate=1e-2", "logger=none"
+        ),
+        "trainer.num_train_epochs=3",
+        f"hydra.run.dir={run_dir}",
+    ]
+    cmd = [sys.executable, "-m", "ptexp.train", *args]
+    env = subprocess_env()
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(run_dir.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists(), "killed too late: the run had finished"
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stderr + again.stdout
+    resumed = read_json(run_dir / "metrics.json")
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    for split in ("validation", "test"):
+        for key in ("exact_match", "rougeL", "loss"):
+            assert resumed[split][key] == pytest.approx(whole[split][key], abs=1e-6), (split, key)
+
+
 # -- P-tuning learns: prompts elicit what a (tiny) pretrained model can do -----------------------
 
 

@@ -299,8 +299,9 @@ PROMPT_METHODS = {
 
 @pytest.mark.parametrize("method", sorted(PROMPT_METHODS))
 def test_generation_reads_what_each_method_trains(method, tiny_t5, category_files, tmp_path) -> None:
-    """The first generated token's scores equal the training forward's: the prompts (prefix,
-    template slots, LoRA weights) are in generation too, not only in the loss."""
+    """The first generated token's scores equal the training forward's, and both change when
+    the method's trainable parameters do: the prompts (prefix, template slots, LoRA weights) are
+    in generation too, not only in the loss."""
     import torch
 
     from ptexp.methods import get_method
@@ -311,17 +312,18 @@ def test_generation_reads_what_each_method_trains(method, tiny_t5, category_file
     task = get_task("SEQ_2_SEQ_LM")
     torch.manual_seed(0)
     tokenizer, model = build_model(cfg, task, [])
-    with torch.no_grad():  # trained-looking parameters: far from their initial values
-        for param in (p for p in model.parameters() if p.requires_grad):
-            param.add_(torch.randn_like(param) * 0.5)
     model.eval()
     encode = get_method(method).encoder(cfg, task)
     enc = encode(tokenizer, {"text": ["red dog cat", "plum pear blue"]}, 16)
     inputs = tokenizer.pad([{k: enc[k][i] for k in enc} for i in range(2)], return_tensors="pt")
     start = torch.full((2, 1), model.config.decoder_start_token_id)
     with torch.no_grad():
+        initial = model(**inputs, decoder_input_ids=start).logits[:, -1]
+        for param in (p for p in model.parameters() if p.requires_grad):  # as if trained
+            param.add_(torch.randn_like(param) * 0.5)
         forward = model(**inputs, decoder_input_ids=start).logits[:, -1]
         generated = model.generate(**inputs, max_new_tokens=2, output_scores=True, return_dict_in_generate=True)
+    assert not torch.allclose(forward, initial, atol=1e-3)
     assert torch.allclose(generated.scores[0], forward, atol=1e-4)
 
 

@@ -436,6 +436,15 @@ def _resume_matches(overrides: list[str], root: Path, keys: tuple[str, ...]) -> 
 
 
 @pytest.mark.slow
+def test_classify_resumes_to_the_same_figures(tiny_gpt2, tweet_files, tmp_path) -> None:
+    _resume_matches(
+        [*lm_overrides(tiny_gpt2, tweet_files, tmp_path), "dataset.max_train_samples=48"],
+        tmp_path,
+        ("accuracy", "macro_f1"),
+    )
+
+
+@pytest.mark.slow
 def test_generate_resumes_to_the_same_figures(tiny_gpt2, tweet_files, tmp_path) -> None:
     _resume_matches(
         [*lm_overrides(tiny_gpt2, tweet_files, tmp_path, "generate"), "dataset.max_train_samples=48"],

@@ -125,6 +125,8 @@ def test_prompt_answer_and_prompts_beyond_the_positions_are_refused(tiny_gpt2, t
     message = str(err.value)
     assert "max_target_length=32" in message and "128 positions" in message and "Lower dataset.max_length" in message
     _check_job([*overrides, "dataset.task_options.max_target_length=8"])  # fits
+    with pytest.raises(ConfigError, match="max_new_tokens=40"):  # generating past the positions
+        _check_job([*overrides, "dataset.task_options.max_target_length=8", "+dataset.task_options.max_new_tokens=40"])
 
 
 def test_target_longer_than_max_target_length_is_named(tiny_gpt2) -> None:

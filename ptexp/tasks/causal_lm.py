@@ -523,7 +523,9 @@ class CausalLM(SequenceClassification):
         )
         start = 1 if uses_bos(tokenizer) else 0
         if options.mode == "generate":
-            answer, what = options.max_target_length, f"task_options.max_target_length={options.max_target_length}"
+            answer = max(options.max_target_length, options.max_new_tokens or 0)
+            key = "max_new_tokens" if answer > options.max_target_length else "max_target_length"
+            what = f"task_options.{key}={answer}"
         else:
             label_words = list(options.label_words.values()) or list(cfg.dataset.label_names or [])
             lengths = [
@@ -538,7 +540,7 @@ class CausalLM(SequenceClassification):
                 f"tokens of dataset.task_options.prompt (and BOS) + {what} = {needed} exceeds the {limit} positions "
                 f"of {cfg.model.name_or_path}: the prompt, the answer and the virtual tokens share them. Lower "
                 f"dataset.max_length to at most {cfg.dataset.max_length - (needed - limit)}"
-                + (" or task_options.max_target_length." if options.mode == "generate" else ".")
+                + (" or task_options.max_target_length / max_new_tokens." if options.mode == "generate" else ".")
             )
 
     # -- data --------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ _NO_LIMIT = 10**6
 @dataclass
 class Seq2SeqOptions:
     metrics: list[str] = field(
-        default_factory=lambda: ["exact_match", "rougeL", "bleu"],
+        default_factory=lambda: ["rougeL", "exact_match", "bleu"],
         metadata={"help": f"metrics computed on validation and test, from {list(GENERATION_METRICS)}"},
     )
     max_target_length: int = field(
@@ -177,11 +177,15 @@ class Seq2SeqLM(Task):
     # exact match scores alike, and it means the same for one-word answers and for long texts;
     # sacreBLEU is 0 for any one- to three-word target (it needs 4-grams), exact match is coarse.
     default_metric = "rougeL"
-    metrics = GENERATION_METRICS
+    #: The default task_options.metrics, the selection metric first: what reports tabulate.
+    metrics = ("rougeL", "exact_match", "bleu")
     schema = Seq2SeqOptions
     stratify_column = None  # free text: carved splits are random
 
     # -- before anything loads ---------------------------------------------------------------
+    def selectable_metrics(self) -> tuple[str, ...]:
+        return (*GENERATION_METRICS, "loss")  # rouge1 and rouge2 too, when task_options.metrics has them
+
     def check(self, cfg: Any) -> list[str]:
         warnings = super().check(cfg)
         options = self.options(cfg.dataset)

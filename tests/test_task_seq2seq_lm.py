@@ -382,6 +382,25 @@ def test_sentence_pairs_are_one_source_and_predict_back(tiny_t5, category_files,
     assert "token_type_ids" not in encoded
 
 
+def test_targets_become_text_whatever_their_column_type() -> None:
+    """A hub dataset's ClassLabel target is its name; a number is written as text; rows with an
+    empty target or source are incomplete (dropped and counted by the data layer)."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from ptexp.tasks import get_task
+
+    task = get_task("SEQ_2_SEQ_LM")
+    named = Dataset.from_dict(
+        {"text": ["a", "b"], "label": [1, 0]},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=["no", "yes"])}),
+    )
+    numbers = Dataset.from_dict({"text": ["a", "b"], "label": [3, 12]})
+    splits, vocabulary = task.encode_labels(DatasetDict({"train": named, "test": numbers}), None, {})
+    assert vocabulary == [] and splits["train"]["label"] == ["yes", "no"] and splits["test"]["label"] == ["3", "12"]
+    assert not task.is_complete({"text": "a", "label": "  "}) and not task.is_complete({"text": " ", "label": "x"})
+    assert task.is_complete({"text": "a", "label": 0})
+
+
 # -- a 2x2 sweep and its report -------------------------------------------------------------
 
 

@@ -49,6 +49,39 @@ def tiny_t5(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_bart(tmp_path_factory) -> Path:
+    """A 1+1-layer, 32-wide BART (learned positions, unlike T5's relative ones) with random
+    weights and the MiniLM tokenizer; its decoder starts with [SEP], BART's way (eos)."""
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
+
+    from ptexp.embedded import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+    config = BartConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.sep_token_id,
+        forced_eos_token_id=None,
+    )
+    folder = tmp_path_factory.mktemp("tiny-bart")
+    torch.manual_seed(0)
+    BartForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def category_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("categories")
     return {
@@ -297,8 +330,9 @@ PROMPT_METHODS = {
 }
 
 
+@pytest.mark.parametrize("backbone", ["tiny_t5", "tiny_bart"])
 @pytest.mark.parametrize("method", sorted(PROMPT_METHODS))
-def test_generation_reads_what_each_method_trains(method, tiny_t5, category_files, tmp_path) -> None:
+def test_generation_reads_what_each_method_trains(method, backbone, request, category_files, tmp_path) -> None:
     """The first generated token's scores equal the training forward's, and both change when
     the method's trainable parameters do: the prompts (prefix, template slots, LoRA weights) are
     in generation too, not only in the loss."""
@@ -307,9 +341,12 @@ def test_generation_reads_what_each_method_trains(method, tiny_t5, category_file
     from ptexp.methods import get_method
     from ptexp.modeling import build_model
     from ptexp.tasks import get_task
+    from ptexp.validate import check_job
 
-    cfg = compose_cfg(t2t_overrides(tiny_t5, category_files, tmp_path, f"method={method}", *PROMPT_METHODS[method]))
+    model_dir = request.getfixturevalue(backbone)
+    cfg = compose_cfg(t2t_overrides(model_dir, category_files, tmp_path, f"method={method}", *PROMPT_METHODS[method]))
     task = get_task("SEQ_2_SEQ_LM")
+    check_job(cfg)
     torch.manual_seed(0)
     tokenizer, model = build_model(cfg, task, [])
     model.eval()

@@ -514,7 +514,9 @@ def test_a_missing_target_column_is_named(tiny_t5, category_files, tmp_path) -> 
         prepare(compose_cfg(overrides), tmp_path / "run")
 
 
-def test_a_target_longer_than_allowed_is_refused_before_the_model_loads(tiny_t5, category_files, tmp_path) -> None:
+def test_a_target_longer_than_allowed_is_refused_before_the_model_loads(
+    tiny_t5, tiny_bart, category_files, tmp_path
+) -> None:
     """prepare() reads data and the tokenizer only: the error comes before build() loads weights."""
     from ptexp.run import prepare
 
@@ -532,6 +534,9 @@ def test_a_target_longer_than_allowed_is_refused_before_the_model_loads(tiny_t5,
                 for o in t2t_overrides(tiny_t5, category_files, tmp_path)
             ]
         )
+    bart = t2t_overrides(tiny_bart, category_files, tmp_path, "+dataset.task_options.max_new_tokens=65")
+    with pytest.raises(ConfigError, match=r"max_new_tokens=65 exceeds the 64 decoder positions of .*tiny-bart"):
+        _check([o for o in bart if "max_new_tokens=4" not in o])
 
 
 def test_linear_probe_and_bad_options_are_refused(tiny_t5, category_files, tmp_path) -> None:

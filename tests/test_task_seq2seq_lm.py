@@ -428,7 +428,7 @@ def test_targets_become_text_whatever_their_column_type() -> None:
 
     task = get_task("SEQ_2_SEQ_LM")
     named = Dataset.from_dict(
-        {"text": ["a", "b"], "label": [1, 0]},
+        {"text": ["a", "b", "c"], "label": [1, 0, -1]},
         features=Features({"text": Value("string"), "label": ClassLabel(names=["no", "yes"])}),
     )
     numbers = Dataset.from_dict({"text": ["a", "b"], "label": [3, 12]})

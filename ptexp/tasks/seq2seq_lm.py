@@ -4,8 +4,9 @@ second text) in, a target text out, as T5 casts every task.
 - Data: ``dataset.text_column`` (and ``text_pair_column``) is the source, ``dataset.label_column``
   the target text; a row without a target is dropped and counted. Targets are checked against
   the model's tokenizer before any weights load: one longer than
-  ``dataset.task_options.max_target_length`` tokens (or than the model's decoder allows) stops
-  the run with the row named, instead of training on a cut target.
+  ``dataset.task_options.max_target_length`` tokens stops the run, naming the split, the
+  length and the text, instead of training on a cut target; that option (and
+  ``max_new_tokens``) must fit what the model's decoder allows.
 - Training: the encoder reads the source (prompt methods put their prompts on the encoder
   input), the labels are the target's token ids, padding -100; the model shifts them into the
   decoder input itself.
@@ -22,6 +23,7 @@ transformers is imported where it is used, so importing the task stays cheap.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,8 @@ from ptexp.tasks.generation import GENERATION_METRICS, generation_metrics, most_
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+
+log = logging.getLogger("ptexp.data")
 
 #: Tokenizers that know no length limit report this sentinel (or larger) as model_max_length.
 _NO_LIMIT = 10**6
@@ -291,6 +295,13 @@ class Seq2SeqLM(Task):
         for split, d in splits.items():
             feature = d.features["label"]
             if isinstance(feature, ClassLabel):
+                # -1 is a ClassLabel's "no label" (e.g. GLUE's test splits): no target, dropped.
+                before = len(d)
+                d = d.filter(lambda ex: ex["label"] >= 0, desc="labelled rows")
+                if len(d) < before:
+                    log.warning(
+                        "dropped %d rows of %s labelled -1 (no target)", before - len(d), names.get(split, split)
+                    )
                 d = d.map(lambda ex, f=feature: {"target": f.int2str(ex["label"])}).remove_columns("label")
                 d = d.rename_column("target", "label")
             elif feature != Value("string"):

@@ -8,7 +8,7 @@
 #   scripts/study.sh [--plan] [--datasets a,b] [--levers x,y] [-- <ptexp-train overrides>]
 #
 #   --plan        print each sweep's plan (jobs, and time left once some have finished); run nothing
-#   --datasets    comma-separated subset of: sms_spam hate_offensive drug_reviews clinc_domain clinc_pairs
+#   --datasets    comma-separated subset of: sms_spam hate_offensive clickbait drug_reviews clinc_domain clinc_pairs
 #   --levers      comma-separated subset of: baselines lr schedule epochs prompt_length encoder trainable template
 #   -- ...        passed to every ptexp-train, e.g. num_threads=1, hydra/launcher=submitit_slurm,
 #                 logger=none, trainer=gpu
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATASETS=(sms_spam hate_offensive drug_reviews clinc_domain clinc_pairs)
+DATASETS=(sms_spam hate_offensive clickbait drug_reviews clinc_domain clinc_pairs)
 PAIR_DATASETS=(clinc_pairs)
 # Baselines first: every dataset gets its full fine-tuning target before the ablations start.
 LEVERS=(baselines lr schedule epochs prompt_length encoder trainable template)

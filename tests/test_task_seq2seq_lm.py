@@ -438,6 +438,25 @@ def test_targets_become_text_whatever_their_column_type() -> None:
     assert task.is_complete({"text": "a", "label": 0})
 
 
+def test_commongen_preset_loads_a_real_generation_task(tiny_t5, monkeypatch) -> None:
+    """dataset=commongen (MIT, shipped in tests/data): concepts in, a sentence out; its targets
+    fit the preset's max_target_length, and copying the source is the baseline to beat."""
+    from ptexp.data import load_splits
+    from ptexp.tasks import get_task
+    from ptexp.validate import check_run
+
+    monkeypatch.chdir(Path(__file__).parents[1])  # the preset's paths are relative to the repository
+    cfg = compose_cfg(["dataset=commongen", f"model.name_or_path={tiny_t5}", "model.extra_trainable_modules=[]"])
+    check_run(cfg)
+    splits = load_splits(cfg.dataset).splits
+    assert {s: len(d) for s, d in splits.items()} == {"train": 3000, "validation": 400, "test": 500}
+    assert not set(splits["train"]["text"]) & set(splits["test"]["text"])
+    task = get_task("SEQ_2_SEQ_LM")
+    task.check_data(splits, cfg)
+    baseline = task.baseline(splits, [])
+    assert baseline["name"] == "copy the source" and 0.2 < baseline["test"]["rougeL"] < 0.4
+
+
 # -- a 2x2 sweep and its report -------------------------------------------------------------
 
 

@@ -142,7 +142,7 @@ def test_tiny_t5_learns_the_task_far_above_the_baseline(learned_run) -> None:
     saved = read_json(run_dir / "metrics.json")
     assert saved["task"] == "SEQ_2_SEQ_LM" and saved["selection_metric"] == "rougeL"
     baseline = saved["baseline"]
-    assert baseline["name"] == "most frequent target ('animal')" or baseline["name"].startswith("most frequent")
+    assert baseline["name"].startswith("most frequent target ('")
     assert 0.2 < baseline["test"]["exact_match"] < 0.5  # one of three categories
     assert metrics["test"]["exact_match"] >= 0.85 > baseline["test"]["exact_match"] + 0.4
     assert metrics["test"]["rougeL"] >= 0.85 and metrics["validation"]["rougeL"] >= 0.85

@@ -35,9 +35,15 @@ USER_GROUPS = (
 
 
 def group_options(group: str) -> list[str]:
-    """A group's options: the YAML files of its folder (the schema nodes are not options)."""
-    folder = CONF_DIR / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    """A group's options: the YAML files of its folder and its subfolders (``study/sms_spam``);
+    the schema nodes are not options."""
+    return _yaml_options(CONF_DIR / group)
+
+
+def _yaml_options(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
 
 
 def _fields(schema: type) -> dict[str, dataclasses.Field]:
@@ -211,7 +217,7 @@ def check_overrides(arguments: list[str]) -> None:
         if not rest and (CONF_DIR / key).is_dir():
             if any(not p.startswith("file://") for p in searchpaths):
                 continue  # options in a package or another source: Hydra checks them
-            extra = {p.stem for s in searchpaths for p in (Path(s.removeprefix("file://")) / key).glob("*.yaml")}
+            extra = {o for s in searchpaths for o in _yaml_options(Path(s.removeprefix("file://")) / key)}
             options = sorted({*group_options(key), *extra})
             for value in _values(override):
                 if value is not None and str(value) not in options:

@@ -24,11 +24,6 @@ PAIR_DATASETS=(clinc_pairs)
 LEVERS=(baselines lr schedule epochs prompt_length encoder trainable template)
 ROOT=${PTEXP_STUDY_ROOT:-outputs/study}
 DATA=${PTEXP_STUDY_DATA:-outputs/study-data}
-# ptexp-train's own pre-check lists only a group's top-level options and refuses
-# dataset=study/<name> before Hydra (which composes it) runs; a package search path makes the
-# pre-check leave group options to Hydra. A hydra.* override: job folder names do not change.
-# (Requested in /work/notes/study-requests.md; drop once the CLI lists nested options.)
-BYPASS=("hydra.searchpath=[pkg://ptexp.conf]")
 
 plan=false
 extra=()
@@ -64,7 +59,7 @@ for lever in "${LEVERS[@]}"; do
     preset=study_$lever
     if [[ $lever == template ]] && is_pair "$d"; then preset=study_template_pair; fi
     name=study_${lever}_$d
-    cmd=(ptexp-train -m "${BYPASS[@]}" "+sweep=$preset" "dataset=study/$d" "sweep_name=$name" "paths.root=$ROOT")
+    cmd=(ptexp-train -m "+sweep=$preset" "dataset=study/$d" "sweep_name=$name" "paths.root=$ROOT")
     if $plan; then cmd+=(hydra.sweeper.plan=true); fi
     cmd+=("${extra[@]}")
     echo "== $name: ${cmd[*]}"

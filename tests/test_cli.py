@@ -91,3 +91,15 @@ def test_help_is_a_users_page_without_torch(tmp_path) -> None:
 def test_cfg_job_prints_the_composed_config(tmp_path) -> None:
     proc = ptexp_train("--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0 and "num_virtual_tokens: 10" in proc.stdout
+
+
+def test_options_in_a_group_subfolder_are_options_too() -> None:
+    """dataset=study/<name> (a preset in conf/dataset/study/) passes the pre-check, a misspelt one
+    names the closest, and --help lists them."""
+    from ptexp.cli import check_overrides, group_options
+    from ptexp.errors import ConfigError
+
+    assert "study/sms_spam" in group_options("dataset") and "tweets" in group_options("dataset")
+    check_overrides(["dataset=study/sms_spam"])
+    with pytest.raises(ConfigError, match=r"dataset=study/sms_spa is not an option.*closest: study/sms_spam"):
+        check_overrides(["dataset=study/sms_spa"])

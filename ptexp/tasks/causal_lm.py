@@ -231,9 +231,31 @@ class CausalLMCollator:
 
 
 def _last_positions(logits: Any, input_ids: Any, lengths: Any) -> Any:
-    """Index of each row's last real input position in ``logits``: prompt methods prepend
-    virtual positions (logits longer than the inputs), prefix tuning and LoRA do not."""
+    """Index of each row's last real input position in ``logits``, counted from their end: prompt
+    methods prepend virtual positions (logits longer than the inputs), prefix tuning and LoRA do
+    not, and ``logits_to_keep`` keeps only the last positions."""
     return logits.shape[1] - input_ids.shape[1] + lengths - 1
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the causal LM under ``model`` (a peft wrapper, template P-tuning's module, or the
+    model itself) takes ``logits_to_keep``: then only the positions read are projected onto the
+    vocabulary."""
+    import inspect
+
+    for candidate in (model, getattr(model, "base", None), getattr(model, "get_base_model", lambda: None)()):
+        if candidate is not None and "logits_to_keep" in inspect.signature(candidate.forward).parameters:
+            return True
+    return False
+
+
+def _tail_logits(model: Any, input_ids: Any, attention_mask: Any, lengths: Any) -> Any:
+    """Logits of the last ``width - shortest row + 1`` positions (every position a row is read at:
+    each row's last real one and the appended word tokens after it), or of all positions when
+    the model cannot limit them; :func:`_last_positions` indexes either."""
+    keep = int(input_ids.shape[1] - lengths.min() + 1)
+    kwargs = {"logits_to_keep": keep} if _keeps_logits(model) else {}
+    return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
 
 
 def class_scores(model: Any, input_ids: Any, attention_mask: Any, words: list[list[int]], pad: int) -> Any:
@@ -243,7 +265,7 @@ def class_scores(model: Any, input_ids: Any, attention_mask: Any, words: list[li
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
     lengths = attention_mask.sum(dim=1)
     if all(len(w) == 1 for w in words):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = _tail_logits(model, input_ids, attention_mask, lengths)
         last = logits[rows, _last_positions(logits, input_ids, lengths)].float().log_softmax(dim=-1)
         return last[:, [w[0] for w in words]]
     scores = []
@@ -254,7 +276,7 @@ def class_scores(model: Any, input_ids: Any, attention_mask: Any, words: list[li
         for j, token in enumerate(word):
             ids[rows, lengths + j] = token
             mask[rows, lengths + j] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits
+        logits = _tail_logits(model, ids, mask, lengths)
         first = _last_positions(logits, ids, lengths)
         total = torch.zeros(input_ids.shape[0], device=input_ids.device)
         for j, token in enumerate(word):
@@ -282,7 +304,7 @@ def greedy_generate(
     out = []
     for _ in range(max_new_tokens):
         used = int(lengths.max())
-        logits = model(input_ids=ids[:, :used], attention_mask=mask[:, :used]).logits
+        logits = _tail_logits(model, ids[:, :used], mask[:, :used], lengths)
         token = logits[rows, _last_positions(logits, ids[:, :used], lengths)].argmax(dim=-1)
         token = torch.where(done, torch.full_like(token, pad), token)
         out.append(token)

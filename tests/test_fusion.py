@@ -324,3 +324,65 @@ def test_plan_shows_the_fused_groups_and_why_other_jobs_are_alone(tiny_bert, twe
     auto = _sweep([*base, "hydra.sweeper.fuse=auto"], tmp_path)
     assert auto.returncode == 0 and "fusion: off (hydra.sweeper.fuse=auto and the jobs run on CPU" in auto.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow  # starts ptexp in subprocesses, kills one
+def test_a_fused_sweep_killed_mid_training_resumes_to_the_uninterrupted_table(
+    still_bert, tweet_files, tmp_path
+) -> None:
+    """kill -9 of a fused sweep (the whole process group, W&B service included) once every job
+    has a complete epoch checkpoint and none has finished: relaunched, the sweep groups the
+    interrupted jobs again, each resumes from its own checkpoint, and the report equals an
+    uninterrupted fused sweep's."""
+    import os
+    import signal
+    import time
+
+    from ptexp.jobs import job_status
+
+    grid = ["prompt_encoder.num_virtual_tokens=2,5", "prompt_encoder.encoder_hidden_size=8,16"]
+    base = [
+        *tiny_overrides(still_bert, tweet_files, tmp_path / "outputs"),
+        "dataset.max_train_samples=192",
+        "trainer.num_train_epochs=4",  # 3 epochs after the first checkpoint: time to kill mid-training
+        "trainer.metric_for_best_model=loss",
+        "hydra.sweeper.fuse=true",
+        *grid,
+    ]
+    whole = _sweep([*base, "sweep_name=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptexp.train", "-m", *base, "sweep_name=killed"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        jobs = list(sweep_dir.glob("num_virtual_tokens=*"))
+        saved = [j for j in jobs if list(j.glob("checkpoints/checkpoint-*/trainer_state.json"))]
+        if len(saved) == 4 and not list(sweep_dir.glob("*/metrics.json")):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    jobs = sorted(sweep_dir.glob("num_virtual_tokens=*"))
+    assert len(jobs) == 4 and {job_status(j) for j in jobs} == {"interrupted"}, [job_status(j) for j in jobs]
+    again = _sweep([*base, "sweep_name=killed"], tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    said = again.stdout + again.stderr
+    assert "fusion: 4 jobs in 1 fused group" in said and "resuming from" in "".join(
+        (j / "train.log").read_text() for j in jobs
+    )
+    sweeps = tmp_path / "outputs" / "multiruns"
+    assert (sweeps / "killed" / "report" / "ablation.md").read_text() == (
+        sweeps / "whole" / "report" / "ablation.md"
+    ).read_text()
+    for job in jobs:
+        mine, theirs = read_json(job / "metrics.json"), read_json(sweeps / "whole" / job.name / "metrics.json")
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=REL)
+        for split in ("validation", "test"):
+            assert mine[split]["loss"] == pytest.approx(theirs[split]["loss"], rel=REL)

@@ -37,7 +37,7 @@ def selection_metric(cfg: Any) -> str:
     if chosen:
         return str(chosen).removeprefix("eval_")
     try:
-        return get_task(task_name(cfg)).default_metric
+        return get_task(task_name(cfg)).default_metric_for(cfg)
     except Exception:  # a run folder of a task this install lacks: the pre-task default
         return DEFAULT_METRIC
 

@@ -48,7 +48,8 @@ def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ConfigError(
             f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder nor in the local HF cache, "
-            "and HF_HUB_OFFLINE is set. Download it once with network, point to a local copy, or use model=minilm."
+            "and HF_HUB_OFFLINE is set. Download it once with network, point to a local copy, or use model=minilm "
+            "(embedded; an encoder, for SEQ_CLS and TOKEN_CLS)."
         )
     endpoint = hub_endpoint()
     if not reachable(endpoint):
@@ -56,7 +57,8 @@ def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
         raise ConfigError(
             f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder nor in the local HF cache, "
             f"and the hub ({endpoint}) cannot be reached from this machine. Download it once where there is a "
-            "network (or set HF_HOME to a shared cache), point to a local copy, or use model=minilm (embedded)."
+            "network (or set HF_HOME to a shared cache), point to a local copy, or use model=minilm "
+            "(embedded; an encoder, for SEQ_CLS and TOKEN_CLS)."
         )
     try:
         return path, AutoConfig.from_pretrained(path, **kwargs)
@@ -65,7 +67,7 @@ def load_backbone_config(model_cfg: DictConfig) -> tuple[str, Any]:
         raise ConfigError(
             f"model.name_or_path='{model_cfg.name_or_path}' is not a local folder, not in the local HF cache, "
             f"and could not be fetched from the hub ({first_line}). Check the id or the network, point to a "
-            "local copy, or use model=minilm (embedded, offline)."
+            "local copy, or use model=minilm (embedded, offline; an encoder, for SEQ_CLS and TOKEN_CLS)."
         ) from None
 
 

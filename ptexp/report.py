@@ -94,7 +94,9 @@ def task_metrics(frame: pd.DataFrame) -> list[str]:
             names.extend(get_task(name).metrics)
         except Exception:  # a task this install lacks: its runs still show the report's metric
             continue
-    return _unique(names) or list(METHOD_METRICS)
+    # A task's options may choose what it computes (a generation mode): only what runs recorded.
+    recorded = [n for n in _unique(names) if any(_numbers(frame, f"{s}.{n}").size for s in SPLITS)]
+    return recorded or list(METHOD_METRICS)
 
 
 MIB = 2**20  # peak_memory_mb is MiB (ru_maxrss / 1024); saved sizes use the same unit

@@ -55,3 +55,14 @@ def test_leaving_the_metric_to_the_task_is_the_same_experiment_as_naming_it() ->
     named = compose_cfg(["trainer.metric_for_best_model=accuracy", "trainer.greater_is_better=true"])
     assert experiment_config(compose_cfg()) == experiment_config(named)
     assert experiment_config(compose_cfg(["trainer.metric_for_best_model=loss"])) != experiment_config(named)
+
+
+def test_a_generation_mode_selects_by_its_own_metric() -> None:
+    """The sweep's progress line and an Optuna direction read the selection metric of the run's
+    task options, not the task's class default."""
+    from ptexp.naming import direction
+
+    generate = {"dataset": {"task": "CAUSAL_LM", "task_options": {"mode": "generate"}}, "trainer": {}}
+    assert selection_metric(generate) == "rougeL"
+    assert selection_metric({"dataset": {"task": "CAUSAL_LM"}, "trainer": {}}) == "accuracy"
+    assert direction(None, "SEQ_2_SEQ_LM") == "maximize" and direction("perplexity", "CAUSAL_LM") == "minimize"

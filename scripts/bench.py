@@ -2,6 +2,8 @@
 
     python scripts/bench.py                       # full: embedded MiniLM, 3 repetitions (~15 min on 2 cores)
     python scripts/bench.py --quick --out /tmp/B.md   # smoke: tiny random BERT, tiny slices, 1 repetition
+    python scripts/bench.py --fusion              # only sweep fusion: a 2x2 sweep sequential vs fused (~14 min, CPU)
+    python scripts/bench.py --fusion --gpu --reps 1   # the same on a GPU node: 16-job grid, and one job alone
 
 The machines this runs on are shared, so absolute timings are noisy: every speed figure is a
 ratio of two programs measured side by side in this run, interleaved (the order rotated each
@@ -1379,8 +1381,15 @@ def fusion_overrides(s: Settings, model: str, gpu: bool) -> list[str]:
     """The sweep both kinds run; only hydra.sweeper.fuse differs."""
     tokens, hidden = FUSION_GRID["gpu" if gpu else "cpu"]
     if gpu:
-        # The embedded default as a user runs it on a GPU node (3,000 tweets, 3 epochs).
-        base = ["logger=none", f"model.name_or_path={model}", "trainer=gpu"]
+        # The embedded default with the GPU preset, cut to 1,000 tweets x 1 epoch so that the
+        # sequential 16-job sweep, the fused one and one job alone fit in about 8 minutes.
+        base = [
+            "logger=none",
+            f"model.name_or_path={model}",
+            "trainer=gpu",
+            "dataset.max_train_samples=1000",
+            "trainer.num_train_epochs=1",
+        ]
     elif s.quick:
         base = ptexp_overrides(s, model, 32, 16, 16, 1)
     else:

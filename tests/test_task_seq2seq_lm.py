@@ -297,13 +297,16 @@ def test_p_tuning_run_saves_predicts_back_and_logs_to_wandb(p_tuning_run) -> Non
 
 
 @pytest.mark.slow  # trains twice
-def test_resumed_run_ends_with_the_uninterrupted_runs_figures(tiny_t5, category_files, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "method", [["method=p_tuning"], ["method=p_tuning_template", "method.template='[P:2] {text} [P:2]'"]]
+)
+def test_resumed_run_ends_with_the_uninterrupted_runs_figures(method, tiny_t5, category_files, tmp_path) -> None:
     """A restart from the epoch-1 checkpoint alone (what a kill right after that save leaves)
     ends with the same train loss and generated-text metrics as the uninterrupted run."""
     from ptexp.run import run
 
     overrides = [
-        *t2t_overrides(tiny_t5, category_files, tmp_path, "dataset.max_train_samples=64", "logger=none"),
+        *t2t_overrides(tiny_t5, category_files, tmp_path, *method, "dataset.max_train_samples=64", "logger=none"),
         "keep_checkpoints=true",
         "trainer.save_total_limit=5",
     ]

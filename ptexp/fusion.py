@@ -37,6 +37,7 @@ may share a group); ``ptexp.sweep`` plans groups with them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -147,6 +148,7 @@ class Member:
     error: BaseException | None = None
     wandb: Any = None
     trainer: Any = None
+    group: FusionGroup | None = None
     _go: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     _request: _Request | None = None
     _rng: dict[str, Any] | None = None
@@ -271,6 +273,9 @@ class FusionGroup:
         self._rng: dict[str, Any] | None = None  # the fused pass's own random stream
         #: Jobs in each fused backbone pass, in order (how much was fused, for logs and tests).
         self.passes: list[int] = []
+        #: Set by SIGUSR2 (SLURM's warning before a time limit or preemption): every job saves a
+        #: checkpoint after its current step and stops; then the group hands the signal on.
+        self.signalled = False
 
     # -- called from a member's thread ---------------------------------------------------
     def _yield(self, kind: str, **payload: Any) -> Any:
@@ -338,6 +343,7 @@ class FusionGroup:
         if self._rng is None:
             self._rng = _get_rng()
         outer = _get_rng()
+        previous = self._catch_signal()
         for member in self.members:
             member._thread = threading.Thread(
                 target=self._member_main, args=(member, body), name=f"fused-{member.run_dir.name}", daemon=True
@@ -367,6 +373,7 @@ class FusionGroup:
             _set_rng(outer)
         for member in self.members:
             member._thread.join()
+        self._hand_on_signal(previous)
         return self.members
 
     def _member_main(self, member: Member, body: Callable[[Member], dict[str, Any]]) -> None:
@@ -379,6 +386,35 @@ class FusionGroup:
         finally:
             member._done = True
             self._back.release()
+
+    def _catch_signal(self) -> Any:
+        """SIGUSR2 while the group trains: each job's own CheckpointOnSignal cannot catch it
+        (only the main thread may), so the group does, for all of them. Returns the handler it
+        replaced (submitit's requeue on SLURM), or None off the main thread."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def caught(signum: int, frame: Any) -> None:
+            log.warning("caught SIGUSR2: every fused job saves a checkpoint after its current step")
+            self.signalled = True
+
+        return signal.signal(signal.SIGUSR2, caught)
+
+    def _hand_on_signal(self, previous: Any) -> None:
+        """Restore the handler; after a SIGUSR2 (every job has saved and stopped), hand it on as
+        a lone job's CheckpointOnSignal does: submitit requeues, and this launch job ends."""
+        import signal
+
+        if previous is None:
+            return
+        signal.signal(signal.SIGUSR2, previous)
+        if not self.signalled:
+            return
+        if callable(previous):
+            previous(signal.SIGUSR2, None)
+        raise SystemExit("stopped by SIGUSR2 after every fused job saved a checkpoint")
 
     def _resume(self, member: Member) -> None:
         """Let one member's thread run until its next request (or its end), in its own RNG."""
@@ -453,13 +489,19 @@ def fused_trainer_class(base: type) -> type:
             member.trainer = self
             if getattr(self.accelerator, "scaler", None) is not None:
                 raise RuntimeError("fp16 loss scaling is per job: a fused group cannot share one backward")
-            group = _group_of(member)
+            group = member.group
+            assert group is not None
             group.backbone.to(self.args.device)
             # Trainer.training_step calls self.accelerator.backward(loss): the one place where
             # the job's backward can join the group's.
             self.accelerator.backward = group.backward
             from transformers.integrations import WandbCallback
 
+            from ptexp.trainer import CheckpointOnSignal
+
+            if any(isinstance(c, CheckpointOnSignal) for c in self.callback_handler.callbacks):
+                self.remove_callback(CheckpointOnSignal)
+                self.add_callback(_group_checkpoint_on_signal(group))
             for callback in self.callback_handler.callbacks:
                 if isinstance(callback, WandbCallback) and member.wandb is not None:
                     # The callback logs through the wandb module's global run, which is unset
@@ -469,6 +511,42 @@ def fused_trainer_class(base: type) -> type:
     FusedJobTrainer.__name__ = FusedJobTrainer.__qualname__ = f"Fused{base.__name__}"
     _FUSED_CLASSES[base] = FusedJobTrainer
     return FusedJobTrainer
+
+
+@functools.cache
+def _group_checkpoint_on_signal_class() -> type:
+    from ptexp.trainer import CheckpointOnSignal
+
+    class GroupCheckpointOnSignal(CheckpointOnSignal):
+        """CheckpointOnSignal for a job in a group's thread: the group catches SIGUSR2 (see
+        ``FusionGroup._catch_signal``); the job saves after its current step (an epoch's last
+        step: at the epoch's end, after its evaluation, as CheckpointOnSignal does) and stops."""
+
+        def __init__(self, group: FusionGroup) -> None:
+            super().__init__()
+            self.group = group
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            pass  # the group holds the handler
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.received = self.group.signalled
+            super().on_step_end(args, state, control, **kwargs)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.group.signalled:
+                log.warning("stopped by SIGUSR2 after saving step %d", state.global_step)
+                raise SystemExit(f"stopped by SIGUSR2 after saving step {state.global_step}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            pass
+
+    return GroupCheckpointOnSignal
+
+
+def _group_checkpoint_on_signal(group: FusionGroup) -> Any:
+    """A :class:`GroupCheckpointOnSignal` (built lazily: ptexp.trainer imports torch)."""
+    return _group_checkpoint_on_signal_class()(group)
 
 
 class _FusedTask:
@@ -483,13 +561,6 @@ class _FusedTask:
 
     def trainer_class(self) -> type:
         return fused_trainer_class(self._task.trainer_class())
-
-
-_GROUPS: dict[int, FusionGroup] = {}
-
-
-def _group_of(member: Member) -> FusionGroup:
-    return _GROUPS[id(member)]
 
 
 class _RunAsModule:
@@ -607,7 +678,8 @@ def train_member(member: Member) -> dict[str, Any]:
     log.info("run folder: %s (fused)", prepared.run_dir.resolve())
     prepared.task = _FusedTask(prepared.task)
     built = stages.build(prepared)
-    _group_of(member).share_backbone(built.model)
+    assert member.group is not None, "train_member runs inside run_group"
+    member.group.share_backbone(built.model)
     tracking = member.tracking or Tracking(name=cfg.run_name or ",".join(member.overrides) or "default")
     wandb_config = {
         **OmegaConf.to_container(cfg, resolve=True),
@@ -658,15 +730,11 @@ def run_group(
     also go to its own ``train.log``, as Hydra gives a separate job (the sweep sets it)."""
     group = FusionGroup(members)
     for member in members:
-        _GROUPS[id(member)] = group
+        member.group = group
     started = time.perf_counter()
-    try:
-        logs = _member_logs(members) if log_files else contextlib.nullcontext()
-        with logs:
-            group.run(body or train_member)
-    finally:
-        for member in members:
-            _GROUPS.pop(id(member), None)
+    logs = _member_logs(members) if log_files else contextlib.nullcontext()
+    with logs:
+        group.run(body or train_member)
     failed = [m.run_dir.name for m in members if m.error is not None]
     log.info(
         "fused group of %d jobs: %d fused backbone passes (%d job-steps) in %.1f s%s",

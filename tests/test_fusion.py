@@ -64,6 +64,9 @@ def _separate_and_fused(base: list[str], jobs: dict[str, list[str]], out: Path) 
     separate = {name: run(compose_cfg([*base, *o]), out / "separate" / name, overrides=o) for name, o in jobs.items()}
     members = [Member(compose_cfg([*base, *o]), out / "fused" / name, overrides=o) for name, o in jobs.items()]
     group = run_group(members)
+    # One backbone for all: the jobs' models hold the same encoder object (their own copies,
+    # loaded by build as a separate run loads them, were dropped).
+    assert len({id(m.trainer.model.get_base_model().bert.encoder) for m in members if m.trainer}) == 1
     # Every training step of every job went through one shared backbone pass: 96 examples,
     # batch 16, 2 epochs = 12 steps, each one pass over all jobs' rows.
     assert group.passes == [len(jobs)] * 12
@@ -379,6 +382,66 @@ def test_a_fused_sweep_killed_mid_training_resumes_to_the_uninterrupted_table(
     )
     sweeps = tmp_path / "outputs" / "multiruns"
     assert (sweeps / "killed" / "report" / "ablation.md").read_text() == (
+        sweeps / "whole" / "report" / "ablation.md"
+    ).read_text()
+    for job in jobs:
+        mine, theirs = read_json(job / "metrics.json"), read_json(sweeps / "whole" / job.name / "metrics.json")
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=REL)
+        for split in ("validation", "test"):
+            assert mine[split]["loss"] == pytest.approx(theirs[split]["loss"], rel=REL)
+
+
+@pytest.mark.slow  # starts ptexp in subprocesses, signals one
+def test_sigusr2_makes_every_fused_job_save_and_stop_then_the_sweep_resumes(still_bert, tweet_files, tmp_path) -> None:
+    """SLURM's warning before a time limit (SIGUSR2) reaches a fused group's process: every job
+    saves a checkpoint after its current step and stops (the group catches the signal for its
+    job threads), the process ends, and the relaunched sweep resumes each job from that
+    checkpoint to the uninterrupted sweep's table."""
+    import signal
+    import time
+
+    from ptexp.jobs import job_status
+    from ptexp.trainer import last_complete_checkpoint
+
+    grid = ["prompt_encoder.num_virtual_tokens=2,5", "prompt_encoder.encoder_hidden_size=8,16"]
+    base = [
+        *tiny_overrides(still_bert, tweet_files, tmp_path / "outputs"),
+        "dataset.max_train_samples=192",
+        "trainer.num_train_epochs=4",
+        "trainer.metric_for_best_model=loss",
+        "logger=none",
+        "hydra.sweeper.fuse=true",
+        *grid,
+    ]
+    whole = _sweep([*base, "sweep_name=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "signalled"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptexp.train", "-m", *base, "sweep_name=signalled"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        jobs = list(sweep_dir.glob("num_virtual_tokens=*"))
+        if len([j for j in jobs if list(j.glob("checkpoints/checkpoint-*/trainer_state.json"))]) == 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGUSR2)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "caught SIGUSR2" in out, out[-3000:]
+    jobs = sorted(sweep_dir.glob("num_virtual_tokens=*"))
+    assert {job_status(j) for j in jobs} == {"interrupted"}, [job_status(j) for j in jobs]
+    for job in jobs:  # each job saved, then stopped: its last words name the checkpoint it left
+        step = last_complete_checkpoint(str(job / "checkpoints")).rsplit("-", 1)[-1]
+        assert f"stopped by SIGUSR2 after saving step {step}" in (job / "train.log").read_text(), job.name
+    again = _sweep([*base, "sweep_name=signalled"], tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    sweeps = tmp_path / "outputs" / "multiruns"
+    assert (sweeps / "signalled" / "report" / "ablation.md").read_text() == (
         sweeps / "whole" / "report" / "ablation.md"
     ).read_text()
     for job in jobs:

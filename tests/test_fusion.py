@@ -24,7 +24,7 @@ from ptexp.run import run
 from tests.conftest import compose_cfg, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
-# Three jobs that differ in every fusable kind of knob: prompt length, encoder width,
+# Three jobs that differ in every fusable kind of knob: prompt length, encoder width and type,
 # learning rate and seed (so init, data order and schedule all differ).
 JOBS = {
     "n4_h16": ["prompt_encoder.num_virtual_tokens=4", "prompt_encoder.encoder_hidden_size=16", "seed=42"],
@@ -35,6 +35,7 @@ JOBS = {
         "seed=1",
     ],
     "n2_h8": [
+        "prompt_encoder=lstm",  # and another encoder type: a bidirectional LSTM
         "prompt_encoder.num_virtual_tokens=2",
         "prompt_encoder.encoder_hidden_size=8",
         "trainer.learning_rate=5e-2",

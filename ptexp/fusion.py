@@ -487,6 +487,13 @@ def fused_trainer_class(base: type) -> type:
                 raise RuntimeError("a fused job's Trainer is built inside its group's thread")
             self.fusion_member = member
             member.trainer = self
+            if self.args.n_gpu > 1 or self.args.world_size > 1:
+                # DataParallel replicas or other ranks would reach the group from threads and
+                # processes that are not its jobs.
+                raise RuntimeError(
+                    "a fused group trains in one process on one device: make one GPU visible "
+                    "(CUDA_VISIBLE_DEVICES) and launch without torch.distributed"
+                )
             if getattr(self.accelerator, "scaler", None) is not None:
                 raise RuntimeError("fp16 loss scaling is per job: a fused group cannot share one backward")
             group = member.group

@@ -432,6 +432,10 @@ class PtexpSweeper(Sweeper):
                 off="hydra.sweeper.fuse=auto and the jobs run on CPU (no CUDA device, no GPU asked of the "
                 "launcher): jobs run one by one; hydra.sweeper.fuse=true fuses on CPU too"
             )
+        launcher = self.config.hydra.get("launcher") or {}
+        processes = [launcher.get(k) for k in ("tasks_per_node", "nodes")]
+        if any(isinstance(n, int) and n > 1 for n in processes):
+            return FusionPlan(off="the launcher runs each job as several processes (torch.distributed); a group is one")
         from ptexp.errors import ConfigError
         from ptexp.fusion import backbone_type_reason, fusion_key, unfusable
 

@@ -327,6 +327,12 @@ def test_plan_shows_the_fused_groups_and_why_other_jobs_are_alone(tiny_bert, twe
     assert "not fused: per_device_train_batch_size=16,method=lora,seed=2: method=lora changes the backbone" in out
     auto = _sweep([*base, "hydra.sweeper.fuse=auto"], tmp_path)
     assert auto.returncode == 0 and "fusion: off (hydra.sweeper.fuse=auto and the jobs run on CPU" in auto.stdout
+    # auto on a login node without a GPU, for jobs that ask SLURM for one: fused.
+    on_gpus = _sweep([*base, "hydra.sweeper.fuse=auto", "hydra/launcher=slurm"], tmp_path)
+    assert on_gpus.returncode == 0 and "fusion: 4 jobs in 2 fused groups" in on_gpus.stdout
+    # One job over several processes (torch.distributed) cannot be one of a group's threads.
+    ddp = _sweep([*base, "hydra.sweeper.fuse=true", "hydra/launcher=slurm_ddp"], tmp_path)
+    assert ddp.returncode == 0 and "fusion: off (the launcher runs each job as several processes" in ddp.stdout
     assert not (tmp_path / "outputs").exists()
 
 

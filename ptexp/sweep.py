@@ -14,7 +14,11 @@ for ablations:
   added axis extends the sweep's report instead of replacing it;
 - progress: one line per finished job with k/N, status, metric, elapsed and time left;
 - plan mode (``hydra.sweeper.plan=true``): what a launch would run and roughly how long it
-  would take, without running or writing anything.
+  would take, without running or writing anything;
+- sweep fusion (``hydra.sweeper.fuse=auto|true|false``, ``ptexp.fusion``): jobs that differ only
+  in prompt-encoder knobs, learning rate and seed are planned into groups, each group one launch
+  job (:class:`FusingTask`) that trains its jobs over one backbone; the log and the plan say
+  which jobs fuse and why the others do not.
 
 The Optuna sweeper (``hydra/sweeper=ptexp_optuna``, used by ``hparams_search`` presets) is
 Hydra's, with one study per sweep folder (storage ``<sweep dir>/optuna.db``, study named after

@@ -456,3 +456,26 @@ def test_sigusr2_makes_every_fused_job_save_and_stop_then_the_sweep_resumes(stil
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=REL)
         for split in ("validation", "test"):
             assert mine[split]["loss"] == pytest.approx(theirs[split]["loss"], rel=REL)
+
+
+@pytest.mark.slow  # starts ptexp in a subprocess
+def test_fused_groups_run_under_the_parallel_launcher(still_bert, tweet_files, tmp_path) -> None:
+    """Two groups (batch size 8 and 16 cannot share a schedule) run at once as two joblib jobs:
+    the group's task travels to the worker processes, and every job of both groups completes."""
+    grid = ["prompt_encoder.num_virtual_tokens=2,5", "trainer.per_device_train_batch_size=8,16"]
+    args = [
+        *tiny_overrides(still_bert, tweet_files, tmp_path / "outputs"),
+        "dataset.max_train_samples=32",
+        "logger=none",
+        "sweep_name=parallel",
+        "hydra/launcher=parallel",
+        "hydra.sweeper.fuse=true",
+        *grid,
+    ]
+    proc = _sweep(args, tmp_path)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    assert "fusion: 4 jobs in 2 fused groups" in said and said.count("fused group of 2 jobs") == 2
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "parallel"
+    statuses = [read_json(p)["status"] for p in sweep_dir.glob("*/status.json")]
+    assert statuses == ["completed"] * 4

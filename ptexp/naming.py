@@ -74,8 +74,17 @@ def direction(metric: str | None, task: str | None = None) -> str:
     return "maximize" if greater_is_better(chosen) else "minimize"
 
 
+def source_file(relative: str) -> str:
+    """A data file shipped in the source checkout (``tests/data/...``), found from any working
+    directory when ptexp runs from that checkout (``pip install -e .``); else the path as given,
+    read relative to the working directory."""
+    checkout = Path(__file__).resolve().parent.parent / relative
+    return str(checkout) if checkout.exists() else relative
+
+
 def register_resolvers() -> None:
     resolvers = {
+        "ptexp_source_file": (source_file, True),
         "ptexp_slug": (slug, True),
         "ptexp_run_slug": (run_slug, True),
         "ptexp_or_now": (or_now, True),

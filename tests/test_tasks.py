@@ -66,3 +66,13 @@ def test_a_generation_mode_selects_by_its_own_metric() -> None:
     assert selection_metric(generate) == "rougeL"
     assert selection_metric({"dataset": {"task": "CAUSAL_LM"}, "trainer": {}}) == "accuracy"
     assert direction(None, "SEQ_2_SEQ_LM") == "maximize" and direction("perplexity", "CAUSAL_LM") == "minimize"
+
+
+def test_presets_find_their_shipped_files_from_any_directory(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    for preset in ("wnut17", "commongen"):
+        dataset = compose_cfg([f"dataset={preset}"]).dataset
+        for key in ("train_file", "validation_file", "test_file"):
+            assert Path(dataset[key]).is_absolute() and Path(dataset[key]).is_file(), (preset, key)

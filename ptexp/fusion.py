@@ -14,7 +14,8 @@ things are shared:
 - the training step: when a job's training forward reaches the backbone, its thread hands the
   rows to the group and waits; once every job of the group is waiting, the group runs ONE
   backbone forward over all rows (each row ``[its job's prompts, its tokens, padding]``, right
-  padded with attention mask 0, so positions equal a separate run's), hands each job its slice,
+  padded with attention mask 0, so positions equal a separate run's; on a CPU, where padding
+  costs compute, one forward per set of rows of about one length), hands each job its slice,
   and the jobs run their own heads and losses. The same rendezvous at ``backward``: the group
   back-propagates the sum of the jobs' losses once. The backbone is frozen and rows never mix
   (attention and LayerNorm act within a row), so each job's gradient reaches only its own
@@ -39,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import shutil
@@ -263,16 +265,44 @@ def _shared_backbone_class() -> type:
 
 
 # -- the group -------------------------------------------------------------------------------------
+#: On a CPU a backbone pass costs every position it holds, padding included (compute-bound); rows
+#: share a pass while their padding stays within this share of their real positions. On a GPU
+#: one pass for all (a step is launch-bound there: padding is nearly free, launches are not).
+CPU_PADDING_WASTE = 0.05
+
+
+def length_passes(requests: Sequence[_Request], waste: float) -> list[list[_Request]]:
+    """The requests in passes of about one row length: longest first, a request joins the
+    current pass while the pass's padded positions stay within ``1 + waste`` of its real ones."""
+    ordered = sorted(requests, key=lambda r: r.payload["embeds"].shape[1], reverse=True)
+    passes: list[list[_Request]] = []
+    for r in ordered:
+        if passes:
+            current = [*passes[-1], r]
+            rows = sum(x.payload["embeds"].shape[0] for x in current)
+            real = sum(x.payload["embeds"].shape[0] * x.payload["embeds"].shape[1] for x in current)
+            if rows * current[0].payload["embeds"].shape[1] <= (1 + waste) * real:
+                passes[-1].append(r)
+                continue
+        passes.append([r])
+    return passes
+
+
 class FusionGroup:
     """Runs K members in lockstep threads over one backbone (see the module docstring)."""
 
-    def __init__(self, members: Sequence[Member]) -> None:
+    def __init__(self, members: Sequence[Member], padding_waste: float | None = None) -> None:
         self.members = list(members)
+        #: How much padding rows of different lengths may add to share a backbone pass (see
+        #: length_passes); None: the device's default (CPU_PADDING_WASTE on a CPU, one pass on a GPU).
+        self.padding_waste = padding_waste
         self.backbone: Any = None  # the shared BertModel (its pooler detached)
         self._back = threading.Semaphore(0)
         self._rng: dict[str, Any] | None = None  # the fused pass's own random stream
-        #: Jobs in each fused backbone pass, in order (how much was fused, for logs and tests).
+        #: Jobs in each fused step (one rendezvous of the waiting jobs), in order.
         self.passes: list[int] = []
+        #: Backbone forwards those steps took (more than the steps on a CPU: see length_passes).
+        self.backbone_calls = 0
         #: Set by SIGUSR2 (SLURM's warning before a time limit or preemption): every job saves a
         #: checkpoint after its current step and stops; then the group hands the signal on.
         self.signalled = False
@@ -424,7 +454,18 @@ class FusionGroup:
         member._rng = _get_rng()
 
     def _encode(self, requests: list[_Request]) -> None:
-        """One backbone forward over every waiting job's rows: [prompts, tokens, padding]."""
+        """The backbone over every waiting job's rows, each row [prompts, tokens, padding]: one
+        pass on a GPU; on a CPU, passes of rows of about one length (:func:`length_passes`)."""
+        waste = self.padding_waste
+        if waste is None:
+            waste = CPU_PADDING_WASTE if requests[0].payload["embeds"].device.type == "cpu" else math.inf
+        passes = length_passes(requests, waste)
+        for chunk in passes:
+            self._encode_pass(chunk)
+        self.passes.append(len(requests))
+        self.backbone_calls += len(passes)
+
+    def _encode_pass(self, requests: list[_Request]) -> None:
         import torch
         import torch.nn.functional as F
 
@@ -457,7 +498,6 @@ class FusionGroup:
             rows, own = r.payload["embeds"].shape[:2]
             r.result = out[start : start + rows, :own]
             start += rows
-        self.passes.append(len(requests))
 
     def _backward(self, requests: list[_Request]) -> None:
         """One backward over the sum of the jobs' losses: each loss reaches only its own job's
@@ -729,13 +769,17 @@ def isolated(metric: str) -> Callable[[Member], dict[str, Any] | None]:
 
 
 def run_group(
-    members: Sequence[Member], body: Callable[[Member], dict[str, Any]] | None = None, log_files: bool = False
+    members: Sequence[Member],
+    body: Callable[[Member], dict[str, Any]] | None = None,
+    log_files: bool = False,
+    padding_waste: float | None = None,
 ) -> FusionGroup:
     """Train ``members`` as one fused group; each ends with ``metrics`` or ``error`` set (a
     failing job never raises here). ``body`` trains one job (default :func:`train_member`;
     the sweep wraps it to record the job's status.json). ``log_files``: each job's log lines
-    also go to its own ``train.log``, as Hydra gives a separate job (the sweep sets it)."""
-    group = FusionGroup(members)
+    also go to its own ``train.log``, as Hydra gives a separate job (the sweep sets it).
+    ``padding_waste``: see :class:`FusionGroup` (``math.inf``: one pass for all rows)."""
+    group = FusionGroup(members, padding_waste)
     for member in members:
         member.group = group
     started = time.perf_counter()
@@ -744,10 +788,11 @@ def run_group(
         group.run(body or train_member)
     failed = [m.run_dir.name for m in members if m.error is not None]
     log.info(
-        "fused group of %d jobs: %d fused backbone passes (%d job-steps) in %.1f s%s",
+        "fused group of %d jobs: %d fused steps (%d job-steps, %d backbone passes) in %.1f s%s",
         len(members),
         len(group.passes),
         sum(group.passes),
+        group.backbone_calls,
         time.perf_counter() - started,
         f"; failed: {', '.join(failed)}" if failed else "",
     )

@@ -9,6 +9,7 @@ several jobs into one forward.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -61,16 +62,22 @@ def _base(still_bert: Path, tweet_files: dict[str, Path], out: Path, *extra: str
     return [*tiny_overrides(still_bert, tweet_files, out), "logger=none", *extra]
 
 
-def _separate_and_fused(base: list[str], jobs: dict[str, list[str]], out: Path) -> tuple[dict, list[Member]]:
+def _separate_and_fused(
+    base: list[str], jobs: dict[str, list[str]], out: Path, one_pass: bool = True
+) -> tuple[dict, list[Member]]:
+    """Each job run alone, then all fused. ``one_pass``: every step's rows in ONE backbone pass,
+    padded to the longest (what a GPU does); else the CPU default (passes by row length)."""
     separate = {name: run(compose_cfg([*base, *o]), out / "separate" / name, overrides=o) for name, o in jobs.items()}
     members = [Member(compose_cfg([*base, *o]), out / "fused" / name, overrides=o) for name, o in jobs.items()]
-    group = run_group(members)
+    group = run_group(members, padding_waste=math.inf if one_pass else None)
     # One backbone for all: the jobs' models hold the same encoder object (their own copies,
     # loaded by build as a separate run loads them, were dropped).
     assert len({id(m.trainer.model.get_base_model().bert.encoder) for m in members if m.trainer}) == 1
-    # Every training step of every job went through one shared backbone pass: 96 examples,
-    # batch 16, 2 epochs = 12 steps, each one pass over all jobs' rows.
+    # Every training step of every job went through the group: 96 examples, batch 16, 2 epochs
+    # = 12 steps, each a rendezvous of all the jobs; in one backbone pass each when asked.
     assert group.passes == [len(jobs)] * 12
+    if one_pass:
+        assert group.backbone_calls == 12
     return separate, members
 
 
@@ -135,7 +142,7 @@ def test_fused_jobs_write_a_separate_runs_folder_with_a_per_job_pooler(still_ber
 
     jobs = {name: JOBS[name] for name in ("n4_h16", "n7_h24")}
     base = [*tiny_overrides(still_bert, tweet_files, tmp_path / "outputs"), "model.extra_trainable_modules=[pooler]"]
-    separate, members = _separate_and_fused(base, jobs, tmp_path)
+    separate, members = _separate_and_fused(base, jobs, tmp_path, one_pass=False)  # the CPU default
     _assert_same_numbers(separate, members)
     for name in jobs:
         fused_dir, alone_dir = tmp_path / "fused" / name, tmp_path / "separate" / name
@@ -197,7 +204,7 @@ def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files,
     assert fused.returncode == 0, fused.stdout[-2000:] + fused.stderr[-3000:]
     said = fused.stdout + fused.stderr
     assert "fusion: 4 jobs in 1 fused group" in said
-    assert "fused group of 4 jobs: 6 fused backbone passes (24 job-steps)" in said
+    assert "fused group of 4 jobs: 6 fused steps (24 job-steps" in said
     sweeps = tmp_path / "outputs" / "multiruns"
     for name in ("ablation.md", "ablation.tex"):
         assert (sweeps / "fused" / "report" / name).read_text() == (sweeps / "sequential" / "report" / name).read_text()
@@ -479,3 +486,19 @@ def test_fused_groups_run_under_the_parallel_launcher(still_bert, tweet_files, t
     sweep_dir = tmp_path / "outputs" / "multiruns" / "parallel"
     statuses = [read_json(p)["status"] for p in sweep_dir.glob("*/status.json")]
     assert statuses == ["completed"] * 4
+
+
+def test_cpu_passes_hold_rows_of_about_one_length() -> None:
+    """On a CPU a pass costs its padded positions: rows join a pass while the padding stays
+    within 5 % of their real positions; with no limit (a GPU) every row shares one pass."""
+    import torch
+
+    from ptexp.fusion import _Request, length_passes
+
+    def request(rows: int, length: int) -> _Request:
+        return _Request("encode", {"embeds": torch.zeros(rows, length, 2)})
+
+    a, b, c = request(16, 70), request(16, 68), request(16, 55)
+    ids = lambda passes: [[id(r) for r in p] for p in passes]  # noqa: E731
+    assert ids(length_passes([c, a, b], 0.05)) == [[id(a), id(b)], [id(c)]]
+    assert ids(length_passes([c, a, b], math.inf)) == [[id(a), id(b), id(c)]]

@@ -639,10 +639,10 @@ def _member_wandb(logger_cfg: DictConfig, run_dir: Path, tracking: Any, config: 
         return
     import wandb
 
-    from ptexp.tracking import _init_when_free, stable_run_id
+    from ptexp.tracking import init_when_free, stable_run_id
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    run = _init_when_free(
+    run = init_when_free(
         wandb,
         project=logger_cfg.project,
         entity=logger_cfg.entity,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,23 +227,45 @@ def record(fitted: Fitted, wb: Any = None, overrides: list[str] | None = None) -
     return metrics
 
 
+@dataclass
+class Hooks:
+    """Where a caller that trains several runs in one process (sweep fusion, ``ptexp.fusion``)
+    steps into a run; each is called with the stage's result. A plain run has none."""
+
+    #: after prepare, before the backbone loads (e.g. swap the task for one that fuses)
+    prepared: Callable[[Prepared], None] | None = None
+    #: after build, before the W&B run opens (e.g. share one backbone between runs)
+    built: Callable[[Built], None] | None = None
+    #: the W&B run, once open (None with logger=none)
+    tracked: Callable[[Any], None] | None = None
+    #: after fit, before record
+    fitted: Callable[[Fitted], None] | None = None
+    #: wandb.init's reinit: "create_new" keeps other runs of the process open
+    wandb_reinit: str = "finish_previous"
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path,
     overrides: list[str] | None = None,
     tracking: Tracking | None = None,
     num_threads: int | None = None,
+    hooks: Hooks | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and save one run into ``run_dir``; returns its metrics.
 
     ``num_threads`` is the job's share of the machine when a launcher runs several jobs at
-    once (``cfg.num_threads`` wins when set); ``tracking`` names the W&B run of a sweep job.
+    once (``cfg.num_threads`` wins when set); ``tracking`` names the W&B run of a sweep job;
+    ``hooks`` are for callers that train several runs in one process.
     """
     from ptexp.tracking import wandb_run
 
+    hooks = hooks or Hooks()
     prepared = prepare(cfg, run_dir, num_threads, started=(datetime.now(UTC), time.perf_counter()))
     log.info("run folder: %s", prepared.run_dir.resolve())
+    _call(hooks.prepared, prepared)
     built = build(prepared)
+    _call(hooks.built, built)
     tracking = tracking or Tracking(name=cfg.run_name or ",".join(overrides or []) or "default")
     wandb_config = {
         **OmegaConf.to_container(cfg, resolve=True),
@@ -253,9 +276,17 @@ def run(
     }
     logger_cfg = cfg.logger if "wandb" in str(prepared.args.report_to) else OmegaConf.create({"backend": "none"})
     with wandb_run(
-        logger_cfg, prepared.run_dir, tracking.name, wandb_config, group=tracking.group, tags=tracking.tags
+        logger_cfg,
+        prepared.run_dir,
+        tracking.name,
+        wandb_config,
+        group=tracking.group,
+        tags=tracking.tags,
+        reinit=hooks.wandb_reinit,
     ) as wb:
+        _call(hooks.tracked, wb)
         fitted = fit(built)
+        _call(hooks.fitted, fitted)
         if not prepared.is_main:  # other ranks of a multi-GPU job train; rank 0 records
             return fitted.metrics
         metrics = record(fitted, wb, overrides)
@@ -264,6 +295,11 @@ def run(
     log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
     log.info("finished: %s", prepared.run_dir.resolve())
     return metrics
+
+
+def _call(hook: Callable[[Any], None] | None, value: Any) -> None:
+    if hook is not None:
+        hook(value)
 
 
 def _usable_start_method() -> None:

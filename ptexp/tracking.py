@@ -40,18 +40,22 @@ def wandb_run(
     config: dict[str, Any],
     group: str | None = None,
     tags: list[str] | None = None,
+    reinit: str = "finish_previous",
 ) -> Iterator[Any]:
-    """Start the run (or nothing for logger=none) and finish it however the body ends."""
+    """Start the run (or nothing for logger=none) and finish it however the body ends.
+    ``reinit="create_new"`` keeps the process's other open runs open (sweep fusion trains
+    several runs in one process); the default finishes a run a previous job left open."""
     if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
         yield None
         return
     import wandb
 
-    # The Trainer's callback reads these; WANDB_DIR keeps wandb's files in the run folder.
-    os.environ["WANDB_MODE"] = logger_cfg.mode
-    os.environ["WANDB_DIR"] = str(run_dir)
+    if reinit == "finish_previous":
+        # The Trainer's callback reads these; with several runs open they are each run's own init arguments.
+        os.environ["WANDB_MODE"] = logger_cfg.mode
+        os.environ["WANDB_DIR"] = str(run_dir)
     os.environ.setdefault("WANDB_SILENT", "true")
-    run = _init_when_free(
+    run = init_when_free(
         wandb,
         project=logger_cfg.project,
         entity=logger_cfg.entity,
@@ -65,9 +69,9 @@ def wandb_run(
         mode=logger_cfg.mode,
         id=stable_run_id(run_dir),
         resume="allow",
-        # Without this a second job in the same process silently reuses the first job's run
+        # Without it a second job in the same process silently reuses the first job's run
         # (wandb 0.31's default reinit returns the active run).
-        reinit="finish_previous",
+        reinit=reinit,
     )
     exit_code = 1
     try:
@@ -75,12 +79,12 @@ def wandb_run(
         exit_code = 0
     finally:
         try:
-            wandb.finish(exit_code=exit_code)
+            run.finish(exit_code=exit_code)
         except Exception as err:  # a dead W&B service must not mask the run's own outcome
             log.warning("wandb.finish failed: %s", err)
 
 
-def _init_when_free(wandb: Any, attempts: int = 24, wait_s: float = 5.0, **kwargs: Any) -> Any:
+def init_when_free(wandb: Any, attempts: int = 24, wait_s: float = 5.0, **kwargs: Any) -> Any:
     """wandb.init, waiting while a killed predecessor's W&B service still holds this run id.
 
     A job killed with SIGKILL and relaunched at once (a resumed sweep, a requeued SLURM job)

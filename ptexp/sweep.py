@@ -561,13 +561,12 @@ class FusingTask:
         from ptexp.distributed import share_machine
         from ptexp.fusion import Member, isolated, run_group
         from ptexp.outputs import read_json
-        from ptexp.tracking import Tracking
+        from ptexp.tracking import sweep_job_tracking
 
         hc = HydraConfig.get()
         leader = Path(hc.runtime.output_dir)
         sweep_dir = Path(str(hc.sweep.dir))
         spec = read_json(sweep_dir / FUSION_DIR / f"{group}.json")
-        axes = set(read_sweep(sweep_dir).get("axes", []))
         threads = share_machine(hc)
         members = []
         for entry in spec["members"]:
@@ -576,12 +575,7 @@ class FusingTask:
                 job_cfg, overrides = cfg, list(hc.overrides.task)
             else:
                 job_cfg, overrides = self._job_folder(entry["overrides"], job_dir)
-            swept = [o.split("=", 1) for o in overrides if o.split("=", 1)[0].lstrip("+") in axes]
-            tracking = Tracking(
-                name=job_cfg.run_name or job_dir.name,
-                group=sweep_dir.name,
-                tags=[f"{key.rsplit('.', 1)[-1]}={value}" for key, value in swept],
-            )
+            tracking = sweep_job_tracking(job_cfg.run_name, job_dir, overrides)
             members.append(Member(job_cfg, job_dir, overrides, tracking, threads))
         metric = f"validation.{selection_metric(cfg)}"
         # The same status record, skip-if-finished and failure isolation as a lone job.

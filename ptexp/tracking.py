@@ -26,6 +26,20 @@ class Tracking:
     tags: list[str] = field(default_factory=list)
 
 
+def sweep_job_tracking(run_name: str | None, job_dir: Path, overrides: list[str]) -> Tracking:
+    """A sweep job's W&B run: named after its folder, grouped by the sweep folder, tagged with
+    the values of the swept axes (``sweep.json``'s axes)."""
+    from ptexp.jobs import read_sweep
+
+    axes = set(read_sweep(job_dir.parent).get("axes", []))
+    swept = [o.split("=", 1) for o in overrides if o.split("=", 1)[0].lstrip("+") in axes]
+    return Tracking(
+        name=run_name or job_dir.name,
+        group=job_dir.parent.name,
+        tags=[f"{key.rsplit('.', 1)[-1]}={value}" for key, value in swept],
+    )
+
+
 def stable_run_id(run_dir: Path) -> str:
     """Derived from the run folder (and SLURM job), so a resumed or requeued job continues its
     own W&B run instead of starting a duplicate."""

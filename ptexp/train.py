@@ -48,7 +48,7 @@ def _remove_if_only_hydra(run_dir: Path, root: Path) -> None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     from ptexp.distributed import is_main_process, setup_from_slurm, share_machine
     from ptexp.run import run
-    from ptexp.tracking import Tracking
+    from ptexp.tracking import sweep_job_tracking
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -56,16 +56,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     metric = "validation." + selection_metric(cfg)
     setup_from_slurm()
     if hc.mode == RunMode.MULTIRUN:
-        from ptexp.jobs import read_sweep, run_isolated
+        from ptexp.jobs import run_isolated
 
         threads = share_machine(hc)
-        axes = set(read_sweep(run_dir.parent).get("axes", []))
-        swept = [o.split("=", 1) for o in overrides if o.split("=", 1)[0].lstrip("+") in axes]
-        tracking = Tracking(
-            name=cfg.run_name or run_dir.name,
-            group=run_dir.parent.name,
-            tags=[f"{key.rsplit('.', 1)[-1]}={value}" for key, value in swept],
-        )
+        tracking = sweep_job_tracking(cfg.run_name, run_dir, overrides)
 
         def job() -> dict:
             return run(cfg, run_dir, overrides, tracking=tracking, num_threads=threads)

@@ -41,14 +41,11 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -629,46 +626,6 @@ class _RunAsModule:
         return getattr(self._module, name)
 
 
-@contextlib.contextmanager
-def _member_wandb(logger_cfg: DictConfig, run_dir: Path, tracking: Any, config: dict[str, Any]) -> Iterator[Any]:
-    """``ptexp.tracking.wandb_run`` for one of several runs open at once in one process: the
-    same init arguments, but ``reinit="create_new"`` (``finish_previous`` would end the other
-    jobs' runs) and finishing this run, not the process's current one."""
-    if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
-        yield None
-        return
-    import wandb
-
-    from ptexp.tracking import init_when_free, stable_run_id
-
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run = init_when_free(
-        wandb,
-        project=logger_cfg.project,
-        entity=logger_cfg.entity,
-        group=logger_cfg.group or tracking.group,
-        name=logger_cfg.name or tracking.name,
-        tags=list(logger_cfg.tags) + list(tracking.tags or []),
-        job_type=logger_cfg.job_type,
-        notes=logger_cfg.notes,
-        config=config,
-        dir=str(run_dir),
-        mode=logger_cfg.mode,
-        id=stable_run_id(run_dir),
-        resume="allow",
-        reinit="create_new",
-    )
-    exit_code = 1
-    try:
-        yield run
-        exit_code = 0
-    finally:
-        try:
-            run.finish(exit_code=exit_code)
-        except Exception as err:  # noqa: BLE001  (a dead W&B service must not mask the job's outcome)
-            log.warning("wandb finish failed: %s", err)
-
-
 # -- per-job logs -----------------------------------------------------------------------------------
 class _ThreadFilter(logging.Filter):
     def __init__(self, keep: Callable[[int], bool]) -> None:
@@ -714,41 +671,32 @@ def _member_logs(members: Sequence[Member]) -> Iterator[None]:
 
 # -- running a group --------------------------------------------------------------------------------
 def train_member(member: Member) -> dict[str, Any]:
-    """``ptexp.run.run`` for one job of a group: its stages, with the backbone shared after
-    build and the job's W&B run opened as one of several."""
+    """``ptexp.run.run`` for one job of a group, through its hooks: the task swapped for one
+    whose Trainer fuses, the backbone shared after build, the job's W&B run opened as one of
+    several (``reinit="create_new"``)."""
     from ptexp import run as stages
-    from ptexp.layout import CHECKPOINT_DIR
-    from ptexp.tracking import Tracking
 
-    cfg = member.cfg
-    prepared = stages.prepare(cfg, member.run_dir, member.num_threads, started=(datetime.now(UTC), time.perf_counter()))
-    log.info("run folder: %s (fused)", prepared.run_dir.resolve())
-    prepared.task = _FusedTask(prepared.task)
-    built = stages.build(prepared)
     assert member.group is not None, "train_member runs inside run_group"
-    member.group.share_backbone(built.model)
-    tracking = member.tracking or Tracking(name=cfg.run_name or ",".join(member.overrides) or "default")
-    wandb_config = {
-        **OmegaConf.to_container(cfg, resolve=True),
-        "method_effective": prepared.method.describe(built.model),
-        "trainable_params": built.trainable_params,
-        "total_params": built.total_params,
-        "labels": prepared.data.label_names,
-    }
-    logger_cfg = cfg.logger if "wandb" in str(prepared.args.report_to) else OmegaConf.create({"backend": "none"})
-    with _member_wandb(logger_cfg, prepared.run_dir, tracking, wandb_config) as wb:
-        member.wandb = wb
-        fitted = stages.fit(built)
+    group = member.group
+
+    def fused_task(prepared: Any) -> None:
+        log.info("fused: %s trains in a group of %d", prepared.run_dir.name, len(group.members))
+        prepared.task = _FusedTask(prepared.task)
+
+    def check_fused(fitted: Any) -> None:
         if member.trainer is None or fitted.trainer is not member.trainer:
             raise RuntimeError(
                 "ptexp.run.fit did not build its Trainer from the task's trainer_class(): the job trained unfused"
             )
-        metrics = stages.record(fitted, wb, member.overrides)
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(prepared.run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
-    log.info("finished: %s", prepared.run_dir.resolve())
-    return metrics
+
+    hooks = stages.Hooks(
+        prepared=fused_task,
+        built=lambda built: group.share_backbone(built.model),
+        tracked=lambda wb: setattr(member, "wandb", wb),
+        fitted=check_fused,
+        wandb_reinit="create_new",
+    )
+    return stages.run(member.cfg, member.run_dir, member.overrides, member.tracking, member.num_threads, hooks=hooks)
 
 
 def isolated(metric: str) -> Callable[[Member], dict[str, Any] | None]:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_bert(folder: Path, max_position_embeddings: int = 96, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide BERT with random weights (seeded) written to ``folder``."""
+def build_tiny_bert(
+    folder: Path, max_position_embeddings: int = 96, seed: int = 0, dropout: float | None = None
+) -> Path:
+    """A 2-layer, 32-wide BERT with random weights (seeded) written to ``folder``; ``dropout``
+    sets every dropout (hidden, attention, classifier head), e.g. 0 for bit-comparable runs."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -23,6 +26,8 @@ def build_tiny_bert(folder: Path, max_position_embeddings: int = 96, seed: int =
         intermediate_size=64,
         max_position_embeddings=max_position_embeddings,
     )
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = config.classifier_dropout = dropout
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -37,6 +37,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--tokens", type=int, default=38, help="tokens per row besides the virtual tokens")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("overrides", nargs="*", help="ptexp config overrides (default: the embedded default)")
     args = p.parse_args()
 
@@ -53,6 +54,8 @@ def main() -> int:
 
     with initialize_config_module(config_module="ptexp.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["logger=none", *args.overrides])
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = get_task(cfg.dataset.task)
     labels = ["negative", "neutral", "positive"]
@@ -118,7 +121,8 @@ def main() -> int:
         trainer.train()
     steps = [b - a for a, b in zip(times.marks[3:], times.marks[4:])]
     bare_ms, trainer_ms = 1000 * statistics.median(bare), 1000 * statistics.median(steps)
-    print(f"device {device}, batch {args.batch} x ({args.tokens} tokens + prompts), {len(steps)} timed steps each")
+    shape = f"batch {args.batch} x ({args.tokens} tokens + prompts)"
+    print(f"device {device} ({torch.get_num_threads()} threads), {shape}, {len(steps)} timed steps each")
     print(f"bare step    {bare_ms:8.1f} ms (median)")
     print(f"Trainer step {trainer_ms:8.1f} ms (median)")
     print(f"Trainer / bare: {trainer_ms / bare_ms:.2f} (target <= 1.5)")

@@ -215,6 +215,13 @@ class Task(ABC):
     ) -> list[dict[str, Any]]:
         """``ptexp-predict``'s path: the answer (a JSON-able dict) for each raw example of a batch."""
 
+    def collated(self, tokenizer: Any, encoded: Any, collate: Callable[[list], Any] | None = None) -> Any:
+        """The tensors of a batch that :meth:`encode` returned (columns of lists), padded as the
+        Trainer pads them (``collate``: the task's collator unless given)."""
+        collate = collate or self.collator(tokenizer)
+        rows = len(encoded["input_ids"])
+        return collate([{k: encoded[k][i] for k in encoded.keys()} for i in range(rows)])
+
     def format_prediction(self, result: dict[str, Any]) -> str:
         """One result as ``ptexp-predict`` prints it before the input text."""
         import json

@@ -682,9 +682,7 @@ class CausalLM(SequenceClassification):
 
         options = _encoder_options(encode)
         batch = {k: v for k, v in batch.items() if k != "label"}
-        enc = encode(tokenizer, batch, max_length)
-        rows = len(batch["text"])
-        inputs = self.collator(tokenizer)([{k: enc[k][i] for k in enc} for i in range(rows)])
+        inputs = self.collated(tokenizer, encode(tokenizer, batch, max_length))
         with torch.inference_mode():
             if options.mode == "classify":
                 words = word_ids(tokenizer, options, label_names)

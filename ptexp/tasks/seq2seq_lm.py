@@ -399,9 +399,9 @@ class Seq2SeqLM(Task):
     ) -> list[dict[str, Any]]:
         import torch
 
-        enc = encode(tokenizer, batch, max_length)
-        rows = len(batch["text"])
-        inputs = tokenizer.pad([{k: enc[k][i] for k in enc} for i in range(rows)], return_tensors="pt")
+        # Sources only: the training collator would also pad (absent) labels.
+        pad = functools.partial(tokenizer.pad, return_tensors="pt")
+        inputs = self.collated(tokenizer, encode(tokenizer, batch, max_length), pad)
         settings = Seq2SeqEncoder.of(encode).generation_kwargs
         with torch.inference_mode():
             out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **settings)

@@ -182,9 +182,7 @@ class SequenceClassification(Task):
     ) -> list[dict[str, Any]]:
         import torch
 
-        enc = encode(tokenizer, batch, max_length)
-        rows = len(batch["text"])
-        inputs = self.collator(tokenizer)([{k: enc[k][i] for k in enc} for i in range(rows)])
+        inputs = self.collated(tokenizer, encode(tokenizer, batch, max_length))
         with torch.inference_mode():
             logits = model(**inputs).logits
         return self.decode(logits.float().numpy(), label_names)

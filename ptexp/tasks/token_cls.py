@@ -379,8 +379,7 @@ class TokenClassification(Task):
         import torch
 
         rows = [words_of(t) for t in batch["text"]]
-        enc = encode(tokenizer, {"text": rows}, max_length)
-        inputs = self.collator(tokenizer)([{k: enc[k][i] for k in enc.keys()} for i in range(len(rows))])
+        inputs = self.collated(tokenizer, encode(tokenizer, {"text": rows}, max_length))
         starts = inputs.pop("labels")  # 0 where a word starts, -100 elsewhere
         with torch.inference_mode():
             logits = model(**inputs).logits

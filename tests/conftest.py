@@ -8,6 +8,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -29,6 +30,26 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     process's wandb-core, which then outlives a killed child and keeps its run id "in use"."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k == "WANDB_SILENT"}
     return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def run_sweep(args: list[str], cwd: Path, wait: bool = True, timeout: int = 900) -> Any:
+    """``python -m ptexp.train -m ARGS`` in ``cwd``: the finished process (output captured), or
+    with ``wait=False`` the running one (its own session, output in ``stdout``)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def compose_cfg(overrides: list[str] | None = None) -> DictConfig:

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from ptexp.fusion import Member, run_group
 from ptexp.outputs import read_json
 from ptexp.run import run
-from tests.conftest import compose_cfg, subprocess_env, tiny_overrides
+from tests.conftest import compose_cfg, run_sweep, subprocess_env, tiny_overrides
 from tests.wandb_records import read_run
 
 # Three jobs that differ in every fusable kind of knob: prompt length, encoder width and type,
@@ -168,17 +168,6 @@ def test_fused_jobs_write_a_separate_runs_folder_with_a_per_job_pooler(still_ber
         assert record["exit"] == 0
 
 
-def _sweep(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ptexp.train", "-m", *args],
-        cwd=cwd,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
 @pytest.mark.slow  # trains tiny models end to end
 def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files, tmp_path) -> None:
     """A 2x2 tokens x hidden sweep through the CLI with hydra.sweeper.fuse=true (one launch
@@ -193,10 +182,10 @@ def test_fused_sweep_gives_the_sequential_sweeps_report(still_bert, tweet_files,
         "trainer.metric_for_best_model=loss",
         *grid,
     ]
-    sequential = _sweep([*base, "sweep_name=sequential", "hydra.sweeper.fuse=false"], tmp_path)
+    sequential = run_sweep([*base, "sweep_name=sequential", "hydra.sweeper.fuse=false"], tmp_path)
     assert sequential.returncode == 0, sequential.stdout[-2000:] + sequential.stderr[-3000:]
     assert "fusion: off (hydra.sweeper.fuse=false)" in sequential.stdout + sequential.stderr
-    fused = _sweep([*base, "sweep_name=fused", "hydra.sweeper.fuse=true"], tmp_path)
+    fused = run_sweep([*base, "sweep_name=fused", "hydra.sweeper.fuse=true"], tmp_path)
     assert fused.returncode == 0, fused.stdout[-2000:] + fused.stderr[-3000:]
     said = fused.stdout + fused.stderr
     assert "fusion: 4 jobs in 1 fused group" in said
@@ -319,7 +308,7 @@ def test_fusion_groups_jobs_that_differ_only_in_per_job_knobs(tiny_bert, tweet_f
 def test_plan_shows_the_fused_groups_and_why_other_jobs_are_alone(tiny_bert, tweet_files, tmp_path) -> None:
     grid = ["method=p_tuning,lora", "seed=1,2", "trainer.per_device_train_batch_size=8,16"]
     base = [*tiny_overrides(tiny_bert, tweet_files, tmp_path / "outputs"), *grid, "hydra.sweeper.plan=true"]
-    planned = _sweep([*base, "hydra.sweeper.fuse=true"], tmp_path)
+    planned = run_sweep([*base, "hydra.sweeper.fuse=true"], tmp_path)
     assert planned.returncode == 0, planned.stdout[-2000:] + planned.stderr[-3000:]
     out = planned.stdout
     assert "fusion: 4 jobs in 2 fused groups (one process and one backbone each), 4 alone" in out
@@ -328,13 +317,13 @@ def test_plan_shows_the_fused_groups_and_why_other_jobs_are_alone(tiny_bert, twe
         "per_device_train_batch_size=8,method=p_tuning,seed=2" in out
     )
     assert "not fused: per_device_train_batch_size=16,method=lora,seed=2: method=lora changes the backbone" in out
-    auto = _sweep([*base, "hydra.sweeper.fuse=auto"], tmp_path)
+    auto = run_sweep([*base, "hydra.sweeper.fuse=auto"], tmp_path)
     assert auto.returncode == 0 and "fusion: off (hydra.sweeper.fuse=auto and the jobs run on CPU" in auto.stdout
     # auto on a login node without a GPU, for jobs that ask SLURM for one: fused.
-    on_gpus = _sweep([*base, "hydra.sweeper.fuse=auto", "hydra/launcher=slurm"], tmp_path)
+    on_gpus = run_sweep([*base, "hydra.sweeper.fuse=auto", "hydra/launcher=slurm"], tmp_path)
     assert on_gpus.returncode == 0 and "fusion: 4 jobs in 2 fused groups" in on_gpus.stdout
     # One job over several processes (torch.distributed) cannot be one of a group's threads.
-    ddp = _sweep([*base, "hydra.sweeper.fuse=true", "hydra/launcher=slurm_ddp"], tmp_path)
+    ddp = run_sweep([*base, "hydra.sweeper.fuse=true", "hydra/launcher=slurm_ddp"], tmp_path)
     assert ddp.returncode == 0 and "fusion: off (the launcher runs each job as several processes" in ddp.stdout
     assert not (tmp_path / "outputs").exists()
 
@@ -362,7 +351,7 @@ def test_a_fused_sweep_killed_mid_training_resumes_to_the_uninterrupted_table(
         "hydra.sweeper.fuse=true",
         *grid,
     ]
-    whole = _sweep([*base, "sweep_name=whole"], tmp_path)
+    whole = run_sweep([*base, "sweep_name=whole"], tmp_path)
     assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
     sweep_dir = tmp_path / "outputs" / "multiruns" / "killed"
     proc = subprocess.Popen(
@@ -384,7 +373,7 @@ def test_a_fused_sweep_killed_mid_training_resumes_to_the_uninterrupted_table(
     proc.wait()
     jobs = sorted(sweep_dir.glob("num_virtual_tokens=*"))
     assert len(jobs) == 4 and {job_status(j) for j in jobs} == {"interrupted"}, [job_status(j) for j in jobs]
-    again = _sweep([*base, "sweep_name=killed"], tmp_path)
+    again = run_sweep([*base, "sweep_name=killed"], tmp_path)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     said = again.stdout + again.stderr
     assert "fusion: 4 jobs in 1 fused group" in said and "resuming from" in "".join(
@@ -423,7 +412,7 @@ def test_sigusr2_makes_every_fused_job_save_and_stop_then_the_sweep_resumes(stil
         "hydra.sweeper.fuse=true",
         *grid,
     ]
-    whole = _sweep([*base, "sweep_name=whole"], tmp_path)
+    whole = run_sweep([*base, "sweep_name=whole"], tmp_path)
     assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
     sweep_dir = tmp_path / "outputs" / "multiruns" / "signalled"
     proc = subprocess.Popen(
@@ -448,7 +437,7 @@ def test_sigusr2_makes_every_fused_job_save_and_stop_then_the_sweep_resumes(stil
     for job in jobs:  # each job saved, then stopped: its last words name the checkpoint it left
         step = last_complete_checkpoint(str(job / "checkpoints")).rsplit("-", 1)[-1]
         assert f"stopped by SIGUSR2 after saving step {step}" in (job / "train.log").read_text(), job.name
-    again = _sweep([*base, "sweep_name=signalled"], tmp_path)
+    again = run_sweep([*base, "sweep_name=signalled"], tmp_path)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     sweeps = tmp_path / "outputs" / "multiruns"
     assert (sweeps / "signalled" / "report" / "ablation.md").read_text() == (
@@ -475,7 +464,7 @@ def test_fused_groups_run_under_the_parallel_launcher(still_bert, tweet_files, t
         "hydra.sweeper.fuse=true",
         *grid,
     ]
-    proc = _sweep(args, tmp_path)
+    proc = run_sweep(args, tmp_path)
     said = proc.stdout + proc.stderr
     assert proc.returncode == 0, said[-3000:]
     assert "fusion: 4 jobs in 2 fused groups" in said and said.count("fused group of 2 jobs") == 2

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ptexp.outputs import read_json
-from tests.conftest import subprocess_env, tiny_overrides
+from tests.conftest import run_sweep, tiny_overrides
 
 
 def _sweep(tiny_bert, tweet_files, root: Path, *extra: str) -> dict[str, dict]:
@@ -24,14 +22,7 @@ def _sweep(tiny_bert, tweet_files, root: Path, *extra: str) -> dict[str, dict]:
         "prompt_encoder.num_virtual_tokens=2,4",
         *extra,
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ptexp.train", "-m", *args],
-        cwd=root.parent,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_sweep(args, root.parent, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     jobs = {p.parent.name: read_json(p) for p in (root / "multiruns" / "workers").glob("*/metrics.json")}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pandas as pd
 import pytest
 
 from ptexp.outputs import read_json
-from tests.conftest import compose_cfg, subprocess_env, tiny_overrides
+from tests.conftest import compose_cfg, tiny_overrides
+from tests.conftest import run_sweep as sweep
 from tests.wandb_records import read_run
 
 GRID = [
@@ -33,16 +33,6 @@ def base_overrides(tiny_bert, tweet_files, root: Path) -> list[str]:
         "dataset.max_test_samples=40",
         "num_threads=1",
     ]
-
-
-def sweep(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
-    env = subprocess_env()
-    cmd = [sys.executable, "-m", "ptexp.train", "-m", *args]
-    if not wait:
-        return subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def wandb_runs(sweep_dir: Path) -> list[dict]:

@@ -31,7 +31,7 @@ from ptexp.tasks.generation import (
     perplexity,
     rouge,
 )
-from tests.conftest import compose_cfg, subprocess_env
+from tests.conftest import compose_cfg, run_sweep, subprocess_env
 from tests.wandb_records import read_run
 
 WORDS = "{negative: terrible, neutral: okay, positive: great}"
@@ -536,14 +536,7 @@ def test_two_by_two_sweep_tables_rouge(tiny_gpt2, tweet_files, tmp_path) -> None
         "prompt_encoder.num_virtual_tokens=2,4",
         "seed=1,2",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ptexp.train", "-m", *args],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    proc = run_sweep(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = tmp_path / "outputs" / "multiruns" / "lm" / "report"
     table = (report / "ablation.md").read_text()

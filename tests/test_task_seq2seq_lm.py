@@ -18,7 +18,7 @@ import pytest
 from ptexp.errors import ConfigError
 from ptexp.outputs import read_json
 from ptexp.tasks.generation import exact_match
-from tests.conftest import compose_cfg, subprocess_env, write_table
+from tests.conftest import compose_cfg, run_sweep, subprocess_env, write_table
 from tests.wandb_records import read_run
 
 CATEGORIES = {
@@ -478,14 +478,7 @@ def test_sweep_2x2_reports_the_tasks_metric(tiny_t5, category_files, tmp_path) -
         "trainer.learning_rate=1e-2,1e-4",
         "seed=1,2",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ptexp.train", "-m", *args],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    proc = run_sweep(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sweep_dir = tmp_path / "outputs" / "multiruns" / "t2t"
     results = pd.read_csv(sweep_dir / "report" / "results.csv")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ptexp.errors import ConfigError
-from tests.conftest import compose_cfg, subprocess_env
+from tests.conftest import compose_cfg, run_sweep, subprocess_env
 from tests.wandb_records import read_run
 
 WNUT = Path(__file__).parent / "data" / "wnut17"
@@ -498,14 +498,7 @@ def test_a_2x2_sweep_tables_entity_f1(tiny_bert, ner_files, tmp_path) -> None:
     out = tmp_path / "outputs"
     args = [*ner_overrides(tiny_bert, ner_files, out), "logger=none", "sweep_name=ner", "trainer.num_train_epochs=1"]
     args += ["method=lora,full_finetune", "trainer.learning_rate=1e-2,3e-2"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ptexp.train", "-m", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=600,
-    )
+    proc = run_sweep(args, tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out / "multiruns" / "ner" / "report"
     results = pd.read_csv(report / "results.csv")

@@ -34,6 +34,7 @@ OUT_DIR = "study-report"
 CELLS_FILE = "cells.csv"
 SUMMARY_FILE = "summary.md"
 TARGETS_FILE = "targets.md"
+MANIFEST = ".written"  # what the last run wrote, so the next one can remove what it no longer writes
 # The baselines lever's sweep and its three methods (ptexp/conf/sweep/study_baselines.yaml).
 BASELINES = "baselines"
 P_TUNING, FULL_FT, LINEAR_PROBE = "p_tuning", "full_finetune", "linear_probe"
@@ -362,6 +363,7 @@ def targets_table(cells: pd.DataFrame, datasets: list[str]) -> str | None:
                 f"gap ≤ {TARGET_GAP:g}": _yes(math.isfinite(gap) and gap <= TARGET_GAP, math.isfinite(gap)),
                 f"PT std ≤ {TARGET_STD:g}": _yes(std_ok, pt is not None and math.isfinite(pt["test_std"])),
                 "PT trainable %": f"{share:.2f}" if math.isfinite(share) else "–",
+                f"PT < {TARGET_SHARE:g} %": _yes(share < TARGET_SHARE, math.isfinite(share)),
                 "PT s/job": rp._amount(pt["runtime_s"]) if pt is not None else "–",
                 "FT s/job": rp._amount(ft["runtime_s"]) if ft is not None else "–",
             }
@@ -369,6 +371,7 @@ def targets_table(cells: pd.DataFrame, datasets: list[str]) -> str | None:
     if not rows:
         return None
     if pt_means:
+        stds_ok = sum(r[f"PT std ≤ {TARGET_STD:g}"] == "yes" for r in rows)
         gap = 100 * (sum(ft_means) - sum(pt_means)) / len(pt_means)
         rows.append(
             {
@@ -378,8 +381,9 @@ def targets_table(cells: pd.DataFrame, datasets: list[str]) -> str | None:
                 "linear probe": "",
                 "gap (FT − PT)": f"{gap:+.1f}",
                 f"gap ≤ {TARGET_GAP:g}": _yes(gap <= TARGET_GAP, True),
-                f"PT std ≤ {TARGET_STD:g}": "",
+                f"PT std ≤ {TARGET_STD:g}": f"{stds_ok}/{len(rows)}",
                 "PT trainable %": "",
+                f"PT < {TARGET_SHARE:g} %": "",
                 "PT s/job": "",
                 "FT s/job": "",
             }
@@ -568,7 +572,19 @@ def study_report(
     result["files"]["summary"] = [out / SUMMARY_FILE]
     result["summary"] = summary_md
     result["out"] = out
+    _forget_stale(out, [p for paths in result["files"].values() for p in paths])
     return result
+
+
+def _forget_stale(out: Path, written: list[Path]) -> None:
+    """Remove what an earlier run wrote and this one did not (a lever since left out, or no
+    longer found): a stale table beside fresh ones would read as current."""
+    manifest = out / MANIFEST
+    names = {p.name for p in written}
+    previous = manifest.read_text().split() if manifest.is_file() else []
+    for name in set(previous) - names:
+        (out / name).unlink(missing_ok=True)
+    write_atomic(manifest, "\n".join(sorted(names)) + "\n")
 
 
 def _metric_names(metric: str) -> dict[str, str]:

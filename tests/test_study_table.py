@@ -20,6 +20,7 @@ from tests.conftest import run_sweep, subprocess_env, tiny_overrides, write_tabl
 DATASETS = ("tweets", "tweets_flip")
 LRS = ("1e-05", "1.0")
 SEEDS = (1, 2)
+METHODS = (study.P_TUNING, study.FULL_FT, study.LINEAR_PROBE)
 
 
 def flip_files(folder: Path, rows: list[dict[str, str]]) -> dict[str, Path]:
@@ -42,8 +43,8 @@ def flip_files(folder: Path, rows: list[dict[str, str]]) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tiny_study(tiny_bert, tweet_files, tweets_rows, tmp_path_factory) -> Path:
-    """study_lr_tweets and study_lr_tweets_flip: 2 learning rates x 2 seeds each, as
-    scripts/study.sh names them; a third, planned dataset never runs."""
+    """study_lr_tweets and study_lr_tweets_flip (2 learning rates x 2 seeds each) and
+    study_baselines_tweets (3 methods x 2 seeds), named as scripts/study.sh names them."""
     root = tmp_path_factory.mktemp("study")
     files = {"tweets": tweet_files, "tweets_flip": flip_files(root, tweets_rows)}
     for dataset in DATASETS:
@@ -59,6 +60,19 @@ def tiny_study(tiny_bert, tweet_files, tweets_rows, tmp_path_factory) -> Path:
         ]
         proc = run_sweep(args, root)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The baselines lever on one dataset only: the targets table, and a lever missing a dataset.
+    args = [
+        *tiny_overrides(tiny_bert, tweet_files, root / "outputs"),
+        "dataset.max_train_samples=48",
+        "dataset.max_eval_samples=40",
+        "dataset.max_test_samples=40",
+        "logger=none",
+        "sweep_name=study_baselines_tweets",
+        f"seed={','.join(map(str, SEEDS))}",
+        f"method={','.join(METHODS)}",
+    ]
+    proc = run_sweep(args, root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root / "outputs"
 
 
@@ -82,6 +96,7 @@ def mean_ranks(values: dict[float, dict[str, list[float]]], split: str) -> dict[
 @pytest.mark.slow  # 8 tiny training jobs in two ptexp-train subprocesses
 def test_table_matches_the_runs_and_ranks_on_validation(tiny_study) -> None:
     result = study.study_report(tiny_study, datasets=[*DATASETS, "never_run"], levers=["lr"])
+    assert set(result["files"]) == {"lr", "cells", "summary"}  # only the levers asked for
     cells = result["cells"]
     assert len(cells) == 4 and set(cells["n"]) == {2}
     runs = {d: recomputed(tiny_study, d) for d in DATASETS}
@@ -155,3 +170,33 @@ def test_dataset_suffix_wins_by_length(tmp_path) -> None:
     assert unknown == ["study_lr_other"]
     assert set(study.known_datasets()) >= {"sms_spam", "clinc_pairs"}
     assert "baselines" in study.planned_levers()
+
+
+@pytest.mark.slow
+def test_targets_table_from_the_baselines_lever(tiny_study, tmp_path) -> None:
+    out = tmp_path / "report"
+    study.study_report(tiny_study, datasets=list(DATASETS), levers=["lr"], out=out)
+    assert (out / "lr.md").is_file()
+    result = study.study_report(tiny_study, datasets=list(DATASETS), levers=["baselines"], out=out)
+    assert not (out / "lr.md").exists() and not (out / "lr.png").exists()  # not left beside fresh tables
+    runs: dict[str, list[dict]] = {}
+    for metrics in (tiny_study / "multiruns" / "study_baselines_tweets").glob("*/metrics.json"):
+        method = next(m for m in METHODS if f"method={m}" in metrics.parent.name)
+        runs.setdefault(method, []).append(json.loads(metrics.read_text()))
+    assert {m: len(r) for m, r in runs.items()} == dict.fromkeys(METHODS, 2)
+
+    def test_mean(method: str) -> float:
+        return statistics.mean(r["test"]["accuracy"] for r in runs[method])
+
+    row = next(line for line in result["targets"].splitlines() if line.startswith("| tweets "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    pt = [r["test"]["accuracy"] for r in runs[study.P_TUNING]]
+    assert cells[1] == f"{100 * statistics.mean(pt):.1f} ± {100 * statistics.stdev(pt):.1f} (2)"
+    assert cells[4] == f"{100 * (test_mean(study.FULL_FT) - test_mean(study.P_TUNING)):+.1f}"
+    share = statistics.mean(100 * r["trainable_params"] / r["total_params"] for r in runs[study.P_TUNING])
+    assert cells[7] == f"{share:.2f}" and cells[8] == "yes"  # < 2 % of the parameters
+    # Full fine-tuning trains everything, P-tuning a sliver: the shares must differ a lot.
+    full = result["cells"][result["cells"]["value"] == f"method={study.FULL_FT}"]
+    assert full["trainable_share_pct"].iloc[0] > 90 > share
+    assert "No baselines result on: tweets_flip." in result["targets"]
+    assert (result["out"] / "targets.md").is_file() and (result["out"] / "baselines.png").is_file()

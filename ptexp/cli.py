@@ -175,9 +175,13 @@ def _check_trainer_key(key: str, preset: str) -> None:
     says only "append with +". A misspelt TrainingArguments field gets the closest names."""
     if key in _preset_keys("trainer", preset):
         return
-    from ptexp.validate import RENAMED_TRAINER_KEYS, _training_fields
+    from ptexp.validate import PTEXP_TRAINER_KEYS, RENAMED_TRAINER_KEYS, _training_fields
 
     fields = _training_fields()
+    if key in PTEXP_TRAINER_KEYS:
+        raise ConfigError(
+            f"trainer.{key} is a ptexp key that trainer={preset} does not set: add it with a '+', +trainer.{key}=..."
+        )
     if key in fields:
         raise ConfigError(
             f"trainer.{key} is a TrainingArguments field that trainer={preset} does not set: add it with a '+', "
@@ -287,6 +291,9 @@ def help_page() -> str:
     keys += [(f.name, f) for f in _fields(RunConfig).values() if f.name not in GROUP_SCHEMAS and f.name != "trainer"]
     width = max(len(k) for k, _ in keys)
     lines += [f"  {k:{width}s}  {f.metadata.get('help', '')}" for k, f in keys]
+    from ptexp.validate import PTEXP_TRAINER_KEYS
+
+    lines += [f"  {'+trainer.' + k:{width}s}  {h} (ptexp's own)" for k, h in PTEXP_TRAINER_KEYS.items()]
     from ptexp.methods import all_methods
 
     lines += ["", "Method keys (method=<name> picks a method; its keys are method.<key>):"]

@@ -55,6 +55,8 @@ def with_selection_defaults(data: dict[str, Any]) -> dict[str, Any]:
     presets left it null compare equal to today's)."""
     trainer = data.get("trainer")
     if isinstance(trainer, dict):
+        if "early_stopping_patience" in trainer and trainer["early_stopping_patience"] is None:
+            trainer.pop("early_stopping_patience")  # null is no early stopping, as leaving it out is
         metric = selection_metric(data)
         trainer["metric_for_best_model"] = metric
         if trainer.get("greater_is_better") is None:

@@ -77,6 +77,11 @@ FUSABLE_KEYS = (
     "trainer.adam_epsilon",
     "trainer.label_smoothing_factor",
     "trainer.data_seed",
+    # Each job's own prompt-encoder init, optimizer param groups and stopping callback
+    # (tests/test_recipe_levers.py: fused equals separate, a job that stops early leaves the group).
+    "method.token_init",
+    "method.head_learning_rate",
+    "trainer.early_stopping_patience",
 )
 
 

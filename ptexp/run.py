@@ -127,12 +127,22 @@ def build(prepared: Prepared) -> Built:
 
 def fit(built: Built) -> Fitted:
     """Train (resuming from the last complete checkpoint), restore the best epoch, test it."""
-    from ptexp.trainer import CheckpointOnSignal, LogMetrics, StopOnNonFiniteLoss, last_complete_checkpoint
+    from ptexp.trainer import (
+        CheckpointOnSignal,
+        EarlyStopping,
+        LogMetrics,
+        StopOnNonFiniteLoss,
+        last_complete_checkpoint,
+    )
     from ptexp.validate import restores_best_epoch
 
     prepared = built.prepared
-    task, args = prepared.task, prepared.args
+    task, args, cfg = prepared.task, prepared.args, prepared.cfg
     label_names = prepared.data.label_names
+    callbacks = [StopOnNonFiniteLoss(), CheckpointOnSignal(), LogMetrics()]
+    patience = cfg.trainer.get("early_stopping_patience")  # validated in prepare
+    if patience is not None:
+        callbacks.append(EarlyStopping(int(patience)))
     trainer = task.trainer_class()(
         model=built.model,
         args=args,
@@ -141,7 +151,9 @@ def fit(built: Built) -> Fitted:
         processing_class=built.tokenizer,
         data_collator=task.collator(built.tokenizer),
         compute_metrics=task.metrics_function(built.tokenizer, label_names),
-        callbacks=[StopOnNonFiniteLoss(), CheckpointOnSignal(), LogMetrics()],
+        callbacks=callbacks,
+        # The P-tuning methods' key (their options checked it); others have none.
+        head_learning_rate=cfg.method.get("head_learning_rate"),
         **task.trainer_kwargs(built.tokenizer, label_names, prepared.cfg),
     )
     last = last_complete_checkpoint(args.output_dir)

@@ -80,6 +80,34 @@ class ResumableTrainerMixin:
     _runtime_before_resume: float = 0.0
     _call_started: float | None = None
 
+    def __init__(self, *args: Any, head_learning_rate: float | None = None, **kwargs: Any) -> None:
+        #: The learning rate of every trainable parameter outside the prompt encoder (the head,
+        #: model.extra_trainable_modules); None: the Trainer's one learning rate for all.
+        self.head_learning_rate = head_learning_rate
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if self.head_learning_rate is None or not fresh:
+            return optimizer
+        # The Trainer's own optimizer (its decay groups, class and kwargs), each group split in
+        # two; the scheduler, built after this, scales every group by the same factor.
+        opt_model = self.model if model is None else model
+        head = {id(p) for n, p in opt_model.named_parameters() if p.requires_grad and not is_prompt_parameter(n)}
+        groups = []
+        for group in optimizer.param_groups:
+            options = {k: v for k, v in group.items() if k != "params"}
+            prompt = [p for p in group["params"] if id(p) not in head]
+            rest = [p for p in group["params"] if id(p) in head]
+            groups += [{**options, "params": prompt}] if prompt else []
+            groups += [{**options, "params": rest, "lr": self.head_learning_rate}] if rest else []
+        # In place (it holds no state yet): its class's constructor arguments stay as the Trainer chose them.
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
+
     def train(self, *args: Any, **kwargs: Any) -> Any:
         self._call_started = time.perf_counter()
         output = super().train(*args, **kwargs)
@@ -137,6 +165,40 @@ class ResumableTrainerMixin:
             load_trainable_state(self.accelerator.unwrap_model(self.model), best)
             return best
         return None
+
+
+def is_prompt_parameter(name: str) -> bool:
+    """Whether a parameter belongs to the prompt encoder (peft's ``prompt_encoder.default.*``,
+    template P-tuning's ``prompt_encoder.*``) rather than the head or other trained modules."""
+    return name.startswith("prompt_encoder.") or ".prompt_encoder." in name
+
+
+class EarlyStopping(TrainerCallback):
+    """Stop training once the selection metric has not improved for ``patience`` evaluations
+    (improved: strictly better than every earlier evaluation, the Trainer's best-checkpoint rule,
+    so ptexp's restore_best picks the same epoch). Not transformers' EarlyStoppingCallback: it
+    counts in memory, so a resumed run restarts its count unless every callback's and the
+    control's state is restored too; this one recounts from the log history the checkpoint keeps."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+        key = args.metric_for_best_model
+        key = key if key.startswith("eval_") else f"eval_{key}"
+        values = [h[key] for h in state.log_history if key in h]  # this evaluation is logged already
+        if not values:
+            return
+        best = values.index(max(values) if args.greater_is_better else min(values))
+        if len(values) - 1 - best >= self.patience:
+            log.info(
+                "early stopping: validation %s has not improved for %d evaluations (best %.4g, evaluation %d)",
+                key.removeprefix("eval_"),
+                len(values) - 1 - best,
+                values[best],
+                best + 1,
+            )
+            control.should_training_stop = True
 
 
 class PTuningTrainer(ResumableTrainerMixin, Trainer):

@@ -24,6 +24,12 @@ RESERVED_TRAINER_KEYS = {
     "seed": "set the root key seed=...",
     "data_seed": "set the root key seed=...",
 }
+# ptexp's own trainer keys (no TrainingArguments field): validated here, dropped before
+# TrainingArguments is built, read by ptexp.run.
+PTEXP_TRAINER_KEYS = {
+    "early_stopping_patience": "stop once the validation selection metric has not improved for this many "
+    "evaluations (the best epoch is still restored); null = train every epoch",
+}
 # Fields older transformers had (and most tutorials still use), with their transformers-5 spelling.
 RENAMED_TRAINER_KEYS = {
     "evaluation_strategy": "eval_strategy",
@@ -53,6 +59,13 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     )
     fields = _training_fields()
     for key, value in args.items():
+        if key == "early_stopping_patience":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"trainer.early_stopping_patience={value!r} must be a positive integer (evaluations without "
+                    "improvement of the selection metric before training stops), or null for no early stopping."
+                )
+            continue
         if key in RESERVED_TRAINER_KEYS:
             raise ConfigError(f"trainer.{key} is set by ptexp: {RESERVED_TRAINER_KEYS[key]}.")
         if key in RENAMED_TRAINER_KEYS and key not in fields:
@@ -93,6 +106,8 @@ def effective_trainer_args(args: dict[str, Any], default_metric: str = "accuracy
 
     kwargs = dict(args)
     kwargs.pop("load_best_model_at_end", None)  # ptexp's own rule: restores_best_epoch
+    for key in PTEXP_TRAINER_KEYS:
+        kwargs.pop(key, None)
     if kwargs.get("metric_for_best_model") is None:
         kwargs["metric_for_best_model"] = default_metric
     if kwargs.get("greater_is_better") is None:
@@ -117,16 +132,23 @@ def check_trainer(trainer_cfg: DictConfig | dict[str, Any], default_metric: str 
 
     from transformers import TrainingArguments
 
-    kwargs = effective_trainer_args(trainer_kwargs(trainer_cfg), default_metric)
+    given = trainer_kwargs(trainer_cfg)
+    kwargs = effective_trainer_args(given, default_metric)
     fixed = {"output_dir": tempfile.gettempdir(), "report_to": "none", **fixed}
     try:
-        return TrainingArguments(**fixed, **kwargs)
+        args = TrainingArguments(**fixed, **kwargs)
     except (ValueError, TypeError) as err:
         message = str(err).strip().splitlines()[0]
         # Name the offending key when the message quotes its value.
         keys = [f"trainer.{k}={v}" for k, v in kwargs.items() if k in message or (isinstance(v, str) and v in message)]
         where = ", ".join(keys) if keys else "the trainer.* keys"
         raise ConfigError(f"{where}: {message}") from None
+    if given.get("early_stopping_patience") is not None and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        raise ConfigError(
+            f"trainer.early_stopping_patience={given['early_stopping_patience']} counts evaluations, but "
+            "trainer.eval_strategy=no evaluates never: set trainer.eval_strategy=epoch (or steps)."
+        )
+    return args
 
 
 def check_positions(

@@ -9,7 +9,8 @@
 #
 #   --plan        print each sweep's plan (jobs, and time left once some have finished); run nothing
 #   --datasets    comma-separated subset of: sms_spam hate_offensive clickbait drug_reviews clinc_domain clinc_pairs
-#   --levers      comma-separated subset of: baselines lr schedule epochs prompt_length encoder trainable template
+#   --levers      comma-separated subset of: baselines lr schedule epochs patience prompt_length encoder init
+#                 trainable head_lr template
 #   -- ...        passed to every ptexp-train, e.g. num_threads=1, hydra/launcher=submitit_slurm,
 #                 logger=none, trainer=gpu
 #
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 DATASETS=(sms_spam hate_offensive clickbait drug_reviews clinc_domain clinc_pairs)
 PAIR_DATASETS=(clinc_pairs)
 # Baselines first: every dataset gets its full fine-tuning target before the ablations start.
-LEVERS=(baselines lr schedule epochs prompt_length encoder trainable template)
+LEVERS=(baselines lr schedule epochs patience prompt_length encoder init trainable head_lr template)
 ROOT=${PTEXP_STUDY_ROOT:-outputs/study}
 DATA=${PTEXP_STUDY_DATA:-outputs/study-data}
 
@@ -33,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --datasets) IFS=, read -r -a DATASETS <<< "$2"; shift ;;
     --levers) IFS=, read -r -a LEVERS <<< "$2"; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "study.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

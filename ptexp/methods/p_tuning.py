@@ -4,7 +4,7 @@ is frozen. peft's ``PromptEncoderConfig``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
@@ -14,11 +14,74 @@ from ptexp.methods import register
 from ptexp.methods.base import PeftMethod, extra_modules
 
 REPARAMETERIZATIONS = ("MLP", "LSTM")
+TOKEN_INITS = ("random", "vocab")
+TOKEN_INIT_HELP = (
+    "the prompt encoder's input embeddings: random (peft's default) or vocab (word embeddings of "
+    "non-special vocabulary tokens sampled with the run's seed)"
+)
+HEAD_LR_HELP = (
+    "learning rate of the head and model.extra_trainable_modules (the prompt encoder keeps "
+    "trainer.learning_rate); null = trainer.learning_rate"
+)
 
 
 @dataclass
 class PTuningOptions:
     name: str = "p_tuning"
+    token_init: str = field(default="random", metadata={"help": TOKEN_INIT_HELP})
+    head_learning_rate: float | None = field(default=None, metadata={"help": HEAD_LR_HELP})
+
+
+def check_recipe(options: Any) -> None:
+    """The recipe keys both P-tuning methods share (``method.token_init``, ``method.head_learning_rate``)."""
+    if options.token_init not in TOKEN_INITS:
+        raise ConfigError(
+            f"method.token_init='{options.token_init}' is not valid; choose random (peft's random "
+            "initialisation) or vocab (word embeddings of sampled vocabulary tokens)."
+        )
+    lr = options.head_learning_rate
+    if lr is not None and not lr > 0:
+        raise ConfigError(
+            f"method.head_learning_rate={lr} must be a positive number, or null for trainer.learning_rate."
+        )
+
+
+def normalise_recipe(method: dict[str, Any]) -> None:
+    """A run that names a recipe key's default is the run that leaves it out (and the runs
+    from before the key existed)."""
+    if method.get("token_init") == "random":
+        method.pop("token_init")
+    if "head_learning_rate" in method and method["head_learning_rate"] is None:
+        method.pop("head_learning_rate")
+
+
+def vocab_token_ids(tokenizer: Any, count: int, vocab_rows: int, seed: int) -> list[int]:
+    """``count`` distinct vocabulary ids drawn with ``seed``: no special tokens, and none of the
+    bracketed placeholders ([unused12], <extra_id_0>) whose embeddings never trained."""
+    import torch
+
+    special = set(tokenizer.all_special_ids)
+    names = tokenizer.convert_ids_to_tokens(list(range(vocab_rows)))
+    usable = [
+        i for i, name in enumerate(names) if i not in special and name and not (name[0] in "[<" and name[-1] in "]>")
+    ]
+    if len(usable) < count:
+        raise ConfigError(f"method.token_init=vocab: the vocabulary has {len(usable)} usable tokens, not {count}.")
+    # Its own generator: the global stream (and so the MLP/LSTM weights, data order) stays random init's.
+    order = torch.randperm(len(usable), generator=torch.Generator().manual_seed(seed))[:count]
+    return [usable[i] for i in order.tolist()]
+
+
+def init_from_vocab(embedding: Any, word_embeddings: Any, tokenizer: Any, seed: int) -> list[int]:
+    """Copy sampled word embeddings into the prompt encoder's input ``embedding``. peft's
+    PromptTuningInit.SAMPLE_VOCAB does this for prompt tuning; PromptEncoderConfig has no such
+    option. Returns the token ids used."""
+    import torch
+
+    ids = vocab_token_ids(tokenizer, embedding.weight.shape[0], word_embeddings.weight.shape[0], seed)
+    with torch.no_grad():
+        embedding.weight.copy_(word_embeddings.weight[ids].to(embedding.weight.dtype))
+    return ids
 
 
 def check_prompt_encoder(pe: DictConfig) -> list[str]:
@@ -85,7 +148,7 @@ class PTuning(PeftMethod):
     report_axes = ("prompt_encoder.num_virtual_tokens", "prompt_encoder.encoder_hidden_size")
 
     def check(self, cfg: DictConfig) -> list[str]:
-        self.options(cfg)
+        check_recipe(self.options(cfg))
         return check_prompt_encoder(cfg.prompt_encoder)
 
     def virtual_tokens(self, cfg: DictConfig) -> int:
@@ -93,7 +156,16 @@ class PTuning(PeftMethod):
 
     def effective(self, data: dict[str, Any]) -> dict[str, Any]:
         normalise_encoder(data.get("prompt_encoder", {}))
+        normalise_recipe(data.get("method", {}))
         return data
 
     def peft_config(self, cfg: DictConfig, task: Any) -> Any:
         return prompt_encoder_config(cfg.prompt_encoder, task, cfg)
+
+    def build(self, base: Any, cfg: DictConfig, task: Any, tokenizer: Any) -> Any:
+        model = super().build(base, cfg, task, tokenizer)
+        if self.options(cfg).token_init == "vocab":
+            # The adapter saves the encoder's output, so predict needs nothing more to reload it.
+            encoder = model.prompt_encoder[model.active_adapter]
+            init_from_vocab(encoder.embedding, model.word_embeddings, tokenizer, int(cfg.seed))
+        return model

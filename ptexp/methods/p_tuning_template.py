@@ -22,7 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 from ptexp.errors import ConfigError
 from ptexp.methods import register
 from ptexp.methods.base import Method, extra_modules, train_only
-from ptexp.methods.p_tuning import check_prompt_encoder, normalise_encoder, prompt_encoder_config
+from ptexp.methods.p_tuning import (
+    HEAD_LR_HELP,
+    TOKEN_INIT_HELP,
+    check_prompt_encoder,
+    check_recipe,
+    init_from_vocab,
+    normalise_encoder,
+    normalise_recipe,
+    prompt_encoder_config,
+)
 from ptexp.outputs import write_json
 
 #: The input id that marks a prompt position; never a real token id, and it survives padding.
@@ -46,6 +55,8 @@ class PTuningTemplateOptions:
         default="[P:3] {text} [P:3]",
         metadata={"help": f"where prompts go: {SYNTAX}, e.g. '[P:3] {{text}} [P:3] {{text_pair}} [P:3]'"},
     )
+    token_init: str = field(default="random", metadata={"help": TOKEN_INIT_HELP})
+    head_learning_rate: float | None = field(default=None, metadata={"help": HEAD_LR_HELP})
 
 
 @dataclass(frozen=True)
@@ -288,7 +299,7 @@ class PTuningTemplate(Method):
     report_axes = ("method.template", "prompt_encoder.encoder_hidden_size")
 
     def check(self, cfg: DictConfig) -> list[str]:
-        self.options(cfg)
+        check_recipe(self.options(cfg))
         template = template_of(cfg)
         pair_column = cfg.dataset.get("text_pair_column")
         if "text_pair" in template.slots and not pair_column:
@@ -336,6 +347,7 @@ class PTuningTemplate(Method):
         pe.pop("num_virtual_tokens", None)  # the template sets the count
         normalise_encoder(pe)
         method = data.get("method", {})
+        normalise_recipe(method)
         try:
             method["template"] = str(parse_template(str(method["template"])))
         except (KeyError, ConfigError):
@@ -361,6 +373,8 @@ class PTuningTemplate(Method):
         # Built after the backbone, as get_peft_model builds peft's: the same seed draws the
         # same initial prompts and MLP/LSTM weights as method=p_tuning.
         prompt_encoder = PromptEncoder(config).to(base.device)
+        if self.options(cfg).token_init == "vocab":
+            init_from_vocab(prompt_encoder.embedding, base.get_input_embeddings(), tokenizer, int(cfg.seed))
         return _prompt_model_class()(base, prompt_encoder, config, template)
 
     def describe(self, model: Any) -> dict[str, Any]:

@@ -43,6 +43,9 @@ TARGET_GAP = 3.0
 TARGET_STD = 1.5
 TARGET_SHARE = 2.0
 CHOSEN = "✓"
+# The comparison of several levers (candidate recipes): its file stem, and its first column.
+COMPARE = "compare"
+RECIPE = "recipe"
 
 PACKAGE = Path(__file__).resolve().parent
 STUDY_SCRIPT = PACKAGE.parent / "scripts" / "study.sh"
@@ -410,34 +413,37 @@ def lever_figure(
     lever: str, axes: list[str], cells: pd.DataFrame, ranking: Ranking, metric: str, datasets: list, out: Path
 ) -> list[Path]:
     """One panel per dataset (validation and test mean ± seed std of each value, on that
-    dataset's own scale) and a last panel of mean ranks, the chosen value's bar filled dark."""
+    dataset's own scale, its rank on validation at the right edge) and a last panel of mean
+    ranks, the chosen value's bar in its own colour. Values run down the y axis, so that long
+    labels (a comparison's recipes) stay horizontal and readable."""
     import matplotlib
     from matplotlib.figure import Figure
 
     present = [d for d in datasets if d in set(cells["dataset"])]
     order = sorted(
-        cells.drop_duplicates("key")[["key", "value", *axes]].itertuples(index=False),
-        key=lambda r: tuple(rp._sort_key(v) for v in r[2:]),
+        cells.drop_duplicates("key")[["key", *axes]].itertuples(index=False),
+        key=lambda r: tuple(rp._sort_key(v) for v in r[1:]),
     )
     keys = [r[0] for r in order]
-    labels = [", ".join(rp.show(v) for v in r[2:]) or "all runs" for r in order]
+    labels = [", ".join(rp.show(v) for v in r[1:] if rp._canon(v) is not None) or "all runs" for r in order]
     title = ", ".join(rp.short_names(axes).values()) or "configuration"
     panels = len(present) + 1
     ncols = min(panels, 4)
     nrows = -(-panels // ncols)
+    ys = list(range(len(keys)))
     by_cell = {(r["key"], r["dataset"]): r for _, r in cells.iterrows()}
-    with matplotlib.rc_context({**rp.FIGURE_STYLE, "axes.grid.axis": "y"}):
-        fig = Figure(figsize=(1.9 * ncols + 0.4, 2.0 * nrows + 0.6), layout="constrained")
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-        xs = list(range(len(keys)))
+    with matplotlib.rc_context({**rp.FIGURE_STYLE, "axes.grid.axis": "x"}):
+        height = nrows * (0.9 + 0.28 * len(keys)) + 0.7
+        fig = Figure(figsize=(0.6 + 0.12 * max(map(len, labels)) + 1.9 * ncols, height), layout="constrained")
+        grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         handles = []
         for ax, d in zip(grid.flat, present):
             for k, (split, marker, fill) in enumerate((("validation", "o", "none"), ("test", "s", None))):
-                pts = [(x, by_cell[key, d]) for x, key in zip(xs, keys) if (key, d) in by_cell]
+                pts = [(y, by_cell[key, d]) for y, key in zip(ys, keys) if (key, d) in by_cell]
                 line = ax.errorbar(
-                    [x + (k - 0.5) * 0.18 for x, _ in pts],
                     [100 * c[f"{split}_mean"] for _, c in pts],
-                    yerr=[100 * c[f"{split}_std"] if math.isfinite(c[f"{split}_std"]) else 0 for _, c in pts],
+                    [y + (k - 0.5) * 0.3 for y, _ in pts],
+                    xerr=[100 * c[f"{split}_std"] if math.isfinite(c[f"{split}_std"]) else 0 for _, c in pts],
                     color=rp.LINE_COLORS[k],
                     marker=marker,
                     mfc=fill or rp.LINE_COLORS[k],
@@ -446,38 +452,41 @@ def lever_figure(
                 )
                 if len(handles) < 2:
                     handles.append(line)
+            for y, key in zip(ys, keys):
+                r = ranking.ranks.at[key, d] if key in ranking.ranks.index else math.nan
+                if math.isfinite(r):
+                    ax.annotate(
+                        f"#{r:g}",
+                        (1.0, y),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(2, 0),
+                        textcoords="offset points",
+                        va="center",
+                        fontsize=6.5,
+                    )
             ns = [by_cell[key, d]["n"] for key in keys if (key, d) in by_cell]
             ax.set_title(f"{d} ({rp._n_phrase(ns)})")
-            ranks = [ranking.ranks.at[key, d] if key in ranking.ranks.index else math.nan for key in keys]
-            ticks = [f"{label}\n#{r:g}" if math.isfinite(r) else label for label, r in zip(labels, ranks)]
-            _ticks(ax, xs, ticks)
-            ax.set_xlim(-0.6, len(keys) - 0.4)
-            ax.set_xlabel(title)
-            ax.set_ylabel(f"{metric} (points)")
+            ax.set_xlabel(f"{metric} (points)")
         ax = grid.flat[len(present)]
         means = [ranking.mean_rank.get(key, math.nan) for key in keys]
         colors = [rp.LINE_COLORS[5] if key in ranking.chosen else rp.LINE_COLORS[4] for key in keys]
-        ax.bar(xs, [m if math.isfinite(m) else 0 for m in means], color=colors, width=0.6)
-        for x, m in zip(xs, means):
+        ax.barh(ys, [m if math.isfinite(m) else 0 for m in means], color=colors, height=0.6)
+        for y, m in zip(ys, means):
             if math.isfinite(m):
-                mark = f" {CHOSEN}" if keys[x] in ranking.chosen else ""
-                ax.text(x, m, f"{m:.2f}{mark}", ha="center", va="bottom", fontsize=6.5)
-        _ticks(ax, xs, labels)
-        ax.set_xlim(-0.6, len(keys) - 0.4)
-        ax.set_ylim(0, max([m for m in means if math.isfinite(m)] or [1]) * 1.25)
-        ax.set_xlabel(title)
-        ax.set_ylabel("mean rank (lower is better)")
-        ax.set_title(f"mean rank on validation\n({len(present)} datasets; {CHOSEN} chosen)")
+                mark = f" {CHOSEN}" if keys[y] in ranking.chosen else ""
+                ax.text(m, y, f" {m:.2f}{mark}", va="center", fontsize=6.5)
+        ax.set_xlim(0, max([m for m in means if math.isfinite(m)] or [1]) * 1.4)
+        ax.set_xlabel("mean rank on validation\n(lower is better)")
+        ax.set_title(f"mean rank ({len(present)} datasets)")
+        for ax in grid[:, 0]:
+            ax.set_yticks(ys, labels)
+            ax.set_ylabel(title)
+        grid[0, 0].set_ylim(len(keys) - 0.5, -0.5)  # first value on top
         for ax in list(grid.flat)[panels:]:
             ax.set_visible(False)
         fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncol=2, frameon=False)
-        fig.suptitle(f"Lever {lever}: {metric} per dataset, mean ± seed std (#: rank on validation)")
+        fig.suptitle(f"Lever {lever}: {metric} per dataset, mean ± seed std (#: rank on validation; {CHOSEN} chosen)")
         return rp._save_figure(fig, out, lever)
-
-
-def _ticks(ax: Any, xs: list[int], labels: list[str]) -> None:
-    long = max(len(line) for label in labels for line in label.split("\n")) > 6
-    ax.set_xticks(xs, labels, rotation=30 if long else 0, ha="right" if long else "center")
 
 
 # -- the study report ---------------------------------------------------------------------------------------------
@@ -487,60 +496,42 @@ def study_report(
     levers: Sequence[str] | None = None,
     metric: str = "accuracy",
     out: Path | None = None,
+    compare: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the study's tables, figures and cells.csv into ``out`` (default ``<root>/study-report``).
-    ``datasets``: the study's dataset names (default: the presets); ``levers``: the levers expected
-    (default: scripts/study.sh's, and every lever found). Returns what was found and written."""
+    ``datasets``: the study's dataset names (default: the presets); ``levers``: the levers to
+    tabulate and expect (default: every lever found; scripts/study.sh's are expected too);
+    ``compare``: levers (sweep families, e.g. candidate recipes and baselines) ranked together in
+    one more table, ``compare.md``, each row a recipe. Returns what was found and written."""
     import pandas as pd
 
     root = Path(root)
     datasets = list(datasets or known_datasets())
     sweeps, unknown = discover(root, datasets)
-    expected = list(levers or planned_levers())
     found = rp._unique([s.lever for s in sweeps])
-    order = rp._unique([lever for lever in expected if lever in found] + found) if not levers else expected
+    expected = list(levers) if levers else rp._unique(planned_levers() + found)
     result: dict[str, Any] = {"sweeps": [s.name for s in sweeps], "unrecognised": unknown, "files": {}, "levers": {}}
-    planned = [f"{PREFIX}{lever}_{d}" for lever in (expected or found) for d in datasets]
-    result["missing"] = [name for name in planned if name not in set(result["sweeps"])]
+    names = {s.name for s in sweeps}
+    result["missing"] = [f"{PREFIX}{lv}_{d}" for lv in expected for d in datasets if f"{PREFIX}{lv}_{d}" not in names]
     if not sweeps:
         return result
     out = Path(out) if out else root / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    all_cells, summaries, sections, sweep_rows = [], [], [], []
-    for lever in order:
+    all_cells, summaries, sweep_rows, per_lever = [], [], [], {}
+    for lever in rp._unique([*(lv for lv in expected if lv in found), *(compare or [])]):
         loaded = [load(s, metric) for s in sweeps if s.lever == lever]
-        for item in loaded:
-            frame = item.frame
-            status = frame["status"].value_counts().to_dict() if not frame.empty else {}
-            sweep_rows.append(
-                {
-                    "sweep": item.sweep.name,
-                    "lever": lever,
-                    "dataset": item.sweep.dataset,
-                    "jobs": len(frame),
-                    "completed": int(status.get("completed", 0)),
-                    "not completed": ", ".join(f"{n} {s}" for s, n in status.items() if s != "completed") or "–",
-                    "notes": " ".join(item.notes) or "–",
-                }
-            )
         if not loaded:
             continue
+        sweep_rows += [sweep_row(item) for item in loaded]
         axes, cells, per_seed = lever_cells(lever, loaded, metric)
-        if cells.empty:
-            sections.append(f"# Lever: {lever}\n\nNo completed job with validation {metric} yet.")
+        per_lever[lever] = (axes, cells, per_seed)
+        notes = [f"{i.sweep.name}: {n}" for i in loaded for n in i.notes]
+        if lever not in expected:
+            continue  # only asked for in the comparison
+        tabulated = tabulate(lever, axes, cells, per_seed, metric, datasets, out, notes, result)
+        if tabulated is None:
             continue
-        ranking = rank(cells, metric, datasets)
-        markdown, summary = lever_table(lever, axes, cells, ranking, per_seed, metric, datasets)
-        per_sweep = [f"{i.sweep.name}: {n}" for i in loaded for n in i.notes]
-        if per_sweep:
-            markdown += "\n\nJobs not in the table, per sweep:\n\n" + "\n".join(f"- {n}" for n in per_sweep)
-        write_atomic(out / f"{lever}.md", markdown + "\n")
-        figure = lever_figure(lever, axes, cells, ranking, metric, datasets, out)
-        result["files"][lever] = [out / f"{lever}.md", *figure]
-        result["levers"][lever] = {"chosen": [_label(cells, k) for k in ranking.chosen], "summary": summary}
-        cells = cells.assign(rank_on_dataset=[ranking.ranks.at[k, d] for k, d in zip(cells["key"], cells["dataset"])])
-        cells = cells.assign(mean_rank=[ranking.mean_rank.get(k) for k in cells["key"]])
-        cells = cells.assign(chosen=[k in ranking.chosen for k in cells["key"]])
+        cells, summary = tabulated
         all_cells.append(cells)
         summaries.append(summary)
         if lever == BASELINES:
@@ -549,20 +540,18 @@ def study_report(
                 write_atomic(out / TARGETS_FILE, targets + "\n")
                 result["files"]["targets"] = [out / TARGETS_FILE]
                 result["targets"] = targets
+    if compare:
+        absent = [lv for lv in compare if lv not in per_lever]
+        axes, cells, per_seed = comparison_cells([(lv, *per_lever[lv]) for lv in compare if lv in per_lever])
+        notes = [f"No sweep of {', '.join(absent)} under {root / 'multiruns'}."] if absent else []
+        tabulated = tabulate(COMPARE, axes, cells, per_seed, metric, datasets, out, notes, result)
+        if tabulated is not None:
+            all_cells.append(tabulated[0])
+            summaries.append(tabulated[1])
     if all_cells:
         cells = pd.concat(all_cells, ignore_index=True).drop(columns=["key"])
-        front = [
-            "lever",
-            "value",
-            "dataset",
-            "sweep",
-            "n",
-            "validation_mean",
-            "validation_std",
-            "test_mean",
-            "test_std",
-        ]
-        cells = cells[front + [c for c in cells.columns if c not in front]]
+        front = ["lever", "value", "dataset", "sweep", "n", "validation_mean", "validation_std", "test_mean"]
+        cells = cells[[*front, "test_std"] + [c for c in cells.columns if c not in [*front, "test_std"]]]
         cells = cells.rename(columns=_metric_names(metric))
         write_atomic(out / CELLS_FILE, cells.to_csv(index=False))
         result["files"]["cells"] = [out / CELLS_FILE]
@@ -574,6 +563,84 @@ def study_report(
     result["out"] = out
     _forget_stale(out, [p for paths in result["files"].values() for p in paths])
     return result
+
+
+def sweep_row(item: Loaded) -> dict[str, Any]:
+    frame = item.frame
+    status = frame["status"].value_counts().to_dict() if not frame.empty else {}
+    return {
+        "sweep": item.sweep.name,
+        "lever": item.sweep.lever,
+        "dataset": item.sweep.dataset,
+        "jobs": len(frame),
+        "completed": int(status.get("completed", 0)),
+        "not completed": ", ".join(f"{n} {s}" for s, n in status.items() if s != "completed") or "–",
+        "notes": " ".join(item.notes) or "–",
+    }
+
+
+def tabulate(
+    lever: str,
+    axes: list[str],
+    cells: pd.DataFrame,
+    per_seed: dict,
+    metric: str,
+    datasets: list[str],
+    out: Path,
+    notes: list[str],
+    result: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Rank one lever's cells, write its Markdown and figure; its cells (with ranks) and summary."""
+    markdown_file = out / f"{lever}.md"
+    result["files"][lever] = [markdown_file]
+    tail = "\n\nJobs not in the table, per sweep:\n\n" + "\n".join(f"- {n}" for n in notes) if notes else ""
+    if cells.empty:
+        write_atomic(markdown_file, f"# Lever: {lever}\n\nNo completed job with validation {metric} yet.{tail}\n")
+        return None
+    ranking = rank(cells, metric, datasets)
+    markdown, summary = lever_table(lever, axes, cells, ranking, per_seed, metric, datasets)
+    write_atomic(markdown_file, markdown + tail + "\n")
+    result["files"][lever] += lever_figure(lever, axes, cells, ranking, metric, datasets, out)
+    result["levers"][lever] = {"chosen": [_label(cells, k) for k in ranking.chosen], "summary": summary}
+    cells = cells.assign(
+        rank_on_dataset=[ranking.ranks.at[k, d] for k, d in zip(cells["key"], cells["dataset"])],
+        mean_rank=[ranking.mean_rank.get(k) for k in cells["key"]],
+        chosen=[k in ranking.chosen for k in cells["key"]],
+    )
+    return cells, summary
+
+
+def comparison_cells(parts: list[tuple[str, list[str], pd.DataFrame, dict]]) -> tuple[list[str], pd.DataFrame, dict]:
+    """Several levers' cells as one lever whose first axis is the recipe (the lever's name):
+    candidate recipes, each its own sweep family, ranked against each other and the baselines."""
+    import pandas as pd
+
+    # Only axes some recipe has a value of (a lever with no finished cell brings none).
+    axes = [
+        RECIPE,
+        *rp._unique(
+            [
+                a
+                for _, lever_axes, cells, _ in parts
+                for a in lever_axes
+                if a in cells and cells[a].map(rp._canon).notna().any()
+            ]
+        ),
+    ]
+    frames, per_seed = [], {}
+    for lever, _, cells, seeds in parts:
+        if cells.empty:
+            continue
+        cells = cells.assign(**{a: None for a in axes if a not in cells and a != RECIPE}).assign(**{RECIPE: lever})
+        values = [[row[a] for a in axes] for _, row in cells.iterrows()]
+        keys = [tuple(rp._canon(v) for v in row) for row in values]
+        per_seed.update(
+            {(new, d): seeds[old, d] for old, new, d in zip(cells["key"], keys, cells["dataset"]) if (old, d) in seeds}
+        )
+        # A recipe's label names only the axes it has (a candidate has no method axis).
+        labels = [value_label(*zip(*[(a, v) for a, v in zip(axes, row) if rp._canon(v) is not None])) for row in values]
+        frames.append(cells.assign(key=keys, value=labels, lever=COMPARE))
+    return axes, (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), per_seed
 
 
 def _forget_stale(out: Path, written: list[Path]) -> None:
@@ -620,11 +687,19 @@ def summary_markdown(
     if sweep_rows:
         lines += ["## Sweeps read", pd.DataFrame(sweep_rows).to_markdown(index=False, disable_numparse=True)]
     if result["missing"]:
-        lines += [f"## Missing sweeps ({len(result['missing'])})", ", ".join(result["missing"])]
+        by_lever: dict[str, list[str]] = {}
+        for name in result["missing"]:
+            lever, dataset = next((name[len(PREFIX) : -len(d) - 1], d) for d in datasets if name.endswith(f"_{d}"))
+            by_lever.setdefault(lever, []).append(dataset)
+        lines += [
+            f"## Missing sweeps ({len(result['missing'])}: `{PREFIX}<lever>_<dataset>` not under `{root}/multiruns`)",
+            "\n".join(f"- {lever}: {', '.join(ds)}" for lever, ds in by_lever.items()),
+        ]
     if result["unrecognised"]:
         lines += [
             "## Not read",
-            f"`study_*` folders whose name ends in none of the datasets: {', '.join(result['unrecognised'])}.",
+            f"`study_*` folders whose name ends in none of the datasets: {', '.join(result['unrecognised'])} "
+            "(name their dataset with --datasets to read them).",
         ]
     return "\n\n".join(lines)
 
@@ -645,8 +720,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", help="comma-separated levers to tabulate and expect (default: all found)")
     parser.add_argument("--metric", default="accuracy", help="metric name in metrics.json (default: accuracy)")
     parser.add_argument("--out", type=Path, help="output folder (default: <root>/study-report)")
+    parser.add_argument(
+        "--compare",
+        help="comma-separated levers ranked together in compare.md, one row per recipe (e.g. candidate sweeps "
+        "study_<name>_<dataset> against baselines)",
+    )
     args = parser.parse_args(argv)
-    result = study_report(args.root, _names(args.datasets), _names(args.levers), args.metric, args.out)
+    result = study_report(
+        args.root, _names(args.datasets), _names(args.levers), args.metric, args.out, _names(args.compare)
+    )
     if not result["sweeps"]:
         print(
             f"ptexp-study: no study sweeps in {args.root / 'multiruns'} (folders named {PREFIX}<lever>_<dataset>, "

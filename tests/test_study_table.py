@@ -129,7 +129,7 @@ def test_table_matches_the_runs_and_ranks_on_validation(tiny_study) -> None:
     assert markdown.count(study.CHOSEN) >= 1 + markdown.count("Tie:")  # the chosen row is marked
     assert "No result for this lever on: never_run." in markdown
     summary = (result["out"] / "summary.md").read_text()
-    assert "study_lr_never_run" in summary and result["missing"] == ["study_lr_never_run"]
+    assert "- lr: never_run" in summary and result["missing"] == ["study_lr_never_run"]
     png = result["out"] / "lr.png"
     assert png.stat().st_size > 10_000
 
@@ -156,8 +156,8 @@ def test_partial_study_from_the_command_line(tiny_study, tmp_path) -> None:
     cells = pd.read_csv(root / "study-report" / "cells.csv")
     assert sorted(cells["n"]) == [1, 2]
     summary = (root / "study-report" / "summary.md").read_text()
-    for name in ("study_lr_tweets_flip", "study_baselines_tweets", "study_baselines_tweets_flip"):
-        assert name in summary.split("## Missing sweeps")[1]
+    missing = summary.split("## Missing sweeps (3")[1]
+    assert "- lr: tweets_flip\n- baselines: tweets, tweets_flip" in missing
     assert "1 failed" in summary
     assert "(1)" in (root / "study-report" / "lr.md").read_text()
 
@@ -200,3 +200,19 @@ def test_targets_table_from_the_baselines_lever(tiny_study, tmp_path) -> None:
     assert full["trainable_share_pct"].iloc[0] > 90 > share
     assert "No baselines result on: tweets_flip." in result["targets"]
     assert (result["out"] / "targets.md").is_file() and (result["out"] / "baselines.png").is_file()
+
+
+@pytest.mark.slow
+def test_recipes_compared_across_levers(tiny_study, tmp_path) -> None:
+    """--compare ranks several sweep families together, one row per recipe; a recipe measured
+    on fewer datasets (baselines: one of two) is shown but cannot be chosen."""
+    result = study.study_report(
+        tiny_study, datasets=list(DATASETS), levers=["lr"], out=tmp_path, compare=["lr", "baselines", "absent"]
+    )
+    cells = result["cells"][result["cells"]["lever"] == study.COMPARE]
+    assert sorted(cells.groupby("value")["dataset"].count()) == [1, 1, 1, 2, 2]
+    chosen = set(cells.loc[cells["chosen"], study.RECIPE])
+    assert chosen == {"lr"}
+    markdown = (tmp_path / "compare.md").read_text()
+    assert "No sweep of absent" in markdown and "not eligible to be chosen" in markdown
+    assert (tmp_path / "compare.png").is_file() and not (tmp_path / "baselines.md").exists()

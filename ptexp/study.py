@@ -8,6 +8,10 @@ the mean VALIDATION metric over seeds: test figures are shown, never used to cho
 partial study: each cell says its n, and missing sweeps and unfinished jobs are listed.
 
     ptexp-study [outputs/study] [--datasets a,b] [--levers x,y] [--metric accuracy]
+                [--compare candidate,baselines] [--out DIR]
+
+``--compare`` ranks several sweep families (candidate recipes, each swept as
+``study_<name>_<dataset>``, and the baselines) against each other in ``compare.md``.
 """
 
 from __future__ import annotations

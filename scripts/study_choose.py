@@ -6,6 +6,8 @@ and the reasoning on stderr.
 
     python scripts/study_choose.py <study root> [--levers lr,epochs,...] [--min-datasets 4]
 
+A lever's cell is its preset's fixed settings plus the swept values; ``epochs+patience`` makes
+two levers' cells compete as one (the budget: fixed epochs, or 10 epochs with early stopping).
 A lever counts only on datasets where every one of its values has at least two finished seeds,
 and only when at least --min-datasets datasets qualify. Levers are taken in the order given: a
 later lever whose value touches a key an earlier one already set is left out (and said so).
@@ -23,7 +25,7 @@ from statistics import mean
 
 import yaml
 
-LEVERS = ["lr", "epochs", "trainable", "init", "head_lr", "patience", "prompt_length", "encoder", "schedule"]
+LEVERS = ["lr", "epochs+patience", "trainable", "init", "head_lr", "prompt_length", "encoder", "schedule"]
 DATASETS = ["sms_spam", "hate_offensive", "clickbait", "drug_reviews", "clinc_domain", "clinc_pairs"]
 
 
@@ -40,18 +42,63 @@ def finished_jobs(sweep: Path) -> list[tuple[list[str], float]]:
     return jobs
 
 
-def cells(jobs: list[tuple[list[str], float]]) -> dict[tuple[str, ...], list[float]]:
-    """Validation accuracies by cell: the overrides that differ between the sweep's jobs, less seed."""
+def preset_settings(lever: str) -> dict[str, str]:
+    """What a lever's sweep preset fixes for all its jobs (e.g. study_patience's 10 epochs)."""
+    preset = Path(__file__).resolve().parent.parent / "ptexp" / "conf" / "sweep" / f"study_{lever}.yaml"
+    if not preset.exists():
+        return {}
+    settings: dict[str, str] = {}
+
+    def flatten(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                flatten(value, f"{prefix}{key}." if prefix or key else "")
+        else:
+            settings[prefix.rstrip(".")] = _text(node)
+
+    data = yaml.safe_load(preset.read_text()) or {}
+    flatten({k: v for k, v in data.items() if k not in ("hydra", "sweep_name", "defaults")}, "")
+    return settings
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _number(value: str) -> str:
+    """One spelling per value: 1e-2 and 0.01 are one cell."""
+    try:
+        return repr(float(value)) if not value.lstrip("-").isdigit() else value
+    except ValueError:
+        return value
+
+
+def cells(jobs: list[tuple[list[str], float]], fixed: dict[str, str]) -> dict[tuple[str, ...], dict[str, float]]:
+    """Validation accuracy by cell and seed. A cell is the preset's fixed settings plus the
+    overrides that differ between the sweep's jobs (less seed); null (= the default) is left
+    out, so the same recipe from two levers' sweeps is one cell."""
     seen: dict[str, set[str]] = defaultdict(set)
     for overrides, _ in jobs:
         for item in overrides:
             key, _, value = item.partition("=")
             seen[key].add(value)
     varying = {k for k, v in seen.items() if len(v) > 1 and k != "seed"}
-    by_cell: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    by_cell: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
     for overrides, accuracy in jobs:
-        cell = tuple(sorted(o for o in overrides if o.partition("=")[0] in varying))
-        by_cell[cell].append(accuracy)
+        settings = dict(fixed)
+        seed = "?"
+        for item in overrides:
+            key, _, value = item.partition("=")
+            if key in varying:
+                settings[key] = value
+            elif key == "seed":
+                seed = value
+        cell = tuple(sorted(f"{k}={_number(v)}" for k, v in settings.items() if v != "null"))
+        by_cell[cell][seed] = accuracy
     return by_cell
 
 
@@ -71,13 +118,19 @@ def ranks(means: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
 
 
 def choose(root: Path, lever: str, min_datasets: int, log: list[str]) -> tuple[str, ...] | None:
+    """The cell of best mean validation rank; ``lever`` may join sweeps (``epochs+patience``)
+    whose cells compete as one lever."""
     per_dataset: dict[str, dict[tuple[str, ...], float]] = {}
     all_cells: set[tuple[str, ...]] = set()
     for dataset in DATASETS:
-        by_cell = cells(finished_jobs(root / "multiruns" / f"study_{lever}_{dataset}"))
+        by_cell: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+        for part in lever.split("+"):
+            sweep = root / "multiruns" / f"study_{part}_{dataset}"
+            for cell, seeds in cells(finished_jobs(sweep), preset_settings(part)).items():
+                by_cell[cell].update(seeds)
         all_cells |= set(by_cell)
         if by_cell and all(len(v) >= 2 for v in by_cell.values()):
-            per_dataset[dataset] = {c: mean(v) for c, v in by_cell.items()}
+            per_dataset[dataset] = {c: mean(v.values()) for c, v in by_cell.items()}
     complete = {d: m for d, m in per_dataset.items() if set(m) == all_cells}
     if len(complete) < min_datasets:
         log.append(f"{lever}: left out, complete on {len(complete)} dataset(s) ({', '.join(complete) or 'none'})")
@@ -109,7 +162,8 @@ def main() -> int:
             continue
         chosen.update({o.partition("=")[0]: o.partition("=")[2] for o in best})
     print("\n".join(log), file=sys.stderr)
-    print(" ".join(f"{k}={v}" for k, v in chosen.items()))
+    # ++ sets a key whether or not the composed config has it (early_stopping_patience is added).
+    print(" ".join(f"++{k}={v}" if "." in k else f"{k}={v}" for k, v in chosen.items()))
     return 0
 
 

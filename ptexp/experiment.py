@@ -55,8 +55,9 @@ def with_selection_defaults(data: dict[str, Any]) -> dict[str, Any]:
     presets left it null compare equal to today's)."""
     trainer = data.get("trainer")
     if isinstance(trainer, dict):
-        if "early_stopping_patience" in trainer and trainer["early_stopping_patience"] is None:
-            trainer.pop("early_stopping_patience")  # null is no early stopping, as leaving it out is
+        for key in ("early_stopping_patience", "min_train_steps"):
+            if key in trainer and trainer[key] is None:
+                trainer.pop(key)  # null switches it off, as leaving it out does
         metric = selection_metric(data)
         trainer["metric_for_best_model"] = metric
         if trainer.get("greater_is_better") is None:

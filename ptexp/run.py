@@ -9,6 +9,7 @@ previous stage's result, so each can be read and tested alone.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -125,6 +126,29 @@ def build(prepared: Prepared) -> Built:
     return Built(prepared, tokenizer, model, tokenized, trainable, total)
 
 
+def epochs_for(min_steps: int, train_size: int, args: Any) -> int:
+    """The fewest whole epochs that make ``min_steps`` optimizer steps on ``train_size`` rows."""
+    batch = args.per_device_train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
+    return math.ceil(min_steps / math.ceil(train_size / batch))
+
+
+def _reach_min_steps(args: Any, min_steps: int | None, train_size: int) -> None:
+    """trainer.min_train_steps: the recipe study found the same epochs undertrain small datasets
+    (docs/recipe-study.md), so the budget is a floor in steps; max_steps, when set, still rules."""
+    if not min_steps or args.max_steps > 0:
+        return
+    epochs = epochs_for(min_steps, train_size, args)
+    if epochs > args.num_train_epochs:
+        log.info(
+            "trainer.min_train_steps=%d: %d epochs instead of trainer.num_train_epochs=%g on %d training rows",
+            min_steps,
+            epochs,
+            args.num_train_epochs,
+            train_size,
+        )
+        args.num_train_epochs = epochs
+
+
 def fit(built: Built) -> Fitted:
     """Train (resuming from the last complete checkpoint), restore the best epoch, test it."""
     from ptexp.trainer import (
@@ -140,6 +164,7 @@ def fit(built: Built) -> Fitted:
     task, args, cfg = prepared.task, prepared.args, prepared.cfg
     label_names = prepared.data.label_names
     callbacks = [StopOnNonFiniteLoss(), CheckpointOnSignal(), LogMetrics()]
+    _reach_min_steps(args, cfg.trainer.get("min_train_steps"), len(built.tokenized["train"]))
     patience = cfg.trainer.get("early_stopping_patience")  # validated in prepare
     if patience is not None:
         callbacks.append(EarlyStopping(int(patience)))
@@ -188,6 +213,7 @@ def fit(built: Built) -> Fitted:
         "runtime": time.perf_counter() - prepared.clock,
         "peak_memory_mb": _peak_memory_mb(),
         "num_examples": {s: len(d) for s, d in prepared.data.splits.items()},
+        "num_train_epochs": args.num_train_epochs,  # after trainer.min_train_steps
         "task": task.name,
         "baseline": task.baseline(prepared.data.splits, prepared.data.label_names),
         "world_size": args.world_size,

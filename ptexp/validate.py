@@ -29,6 +29,8 @@ RESERVED_TRAINER_KEYS = {
 PTEXP_TRAINER_KEYS = {
     "early_stopping_patience": "stop once the validation selection metric has not improved for this many "
     "evaluations (the best epoch is still restored); null = train every epoch",
+    "min_train_steps": "train at least this many optimizer steps: num_train_epochs is raised to the whole "
+    "number of epochs that reaches it on the run's training set (small datasets get more epochs); null = off",
 }
 # Fields older transformers had (and most tutorials still use), with their transformers-5 spelling.
 RENAMED_TRAINER_KEYS = {
@@ -64,6 +66,13 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(
                     f"trainer.early_stopping_patience={value!r} must be a positive integer (evaluations without "
                     "improvement of the selection metric before training stops), or null for no early stopping."
+                )
+            continue
+        if key == "min_train_steps":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"trainer.min_train_steps={value!r} must be a positive integer (the fewest optimizer steps a "
+                    "run trains: num_train_epochs is raised to reach it), or null to train num_train_epochs."
                 )
             continue
         if key in RESERVED_TRAINER_KEYS:

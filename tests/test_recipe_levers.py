@@ -1,13 +1,15 @@
 """The recipe study's levers (issue 13) as config keys: vocabulary initialisation of the
 virtual tokens (method.token_init), the head's own learning rate (method.head_learning_rate),
 LayerNorms trained besides the prompt (model.extra_trainable_modules) and early stopping
-(trainer.early_stopping_patience). Real Trainer, tiny random BERT."""
+(trainer.early_stopping_patience), and the step floor the study chose (trainer.min_train_steps).
+Real Trainer, tiny random BERT."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -54,6 +56,8 @@ def _prompt_embedding(model) -> torch.Tensor:
         ("+trainer.early_stopping_patience=0", "trainer.early_stopping_patience=0"),
         ("+trainer.early_stopping_patience=1.5", "trainer.early_stopping_patience=1.5"),
         ("+trainer.early_stopping_patience=true", "trainer.early_stopping_patience=True"),
+        ("+trainer.min_train_steps=0", "trainer.min_train_steps=0"),
+        ("+trainer.min_train_steps=2.5", "trainer.min_train_steps=2.5"),
     ],
 )
 def test_bad_lever_values_are_config_errors_naming_the_key(tiny_bert, tweet_files, tmp_path, override, named) -> None:
@@ -365,3 +369,23 @@ def test_the_command_line_names_the_plus_for_early_stopping() -> None:
         check_overrides(["trainer.early_stopping_patience=2"])
     check_overrides(["+trainer.early_stopping_patience=2", "method.token_init=vocab", "method.head_learning_rate=0.1"])
     assert "+trainer.early_stopping_patience" in help_page()
+
+
+# -- the step floor ----------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a tiny model end to end, twice
+def test_min_train_steps_raises_the_epochs_of_a_small_training_set(tiny_bert, tweet_files, tmp_path) -> None:
+    """96 rows in batches of 16 are 6 steps an epoch: a floor of 20 steps makes 2 epochs into 4
+    (24 steps), evaluated and recorded as such; max_steps, when set, still rules."""
+    from ptexp.run import epochs_for
+
+    floor = _overrides(tiny_bert, tweet_files, tmp_path, "trainer.num_train_epochs=2", "+trainer.min_train_steps=20")
+    metrics = run(compose_cfg(floor), tmp_path / "floor")
+    assert metrics["num_examples"]["train"] == 96
+    assert metrics["num_train_epochs"] == 4 == len(metrics["history"])
+    assert metrics["history"][-1]["step"] == 24
+    capped = run(compose_cfg([*floor, "trainer.max_steps=9"]), tmp_path / "capped")
+    assert capped["history"][-1]["step"] == 9
+    # Below the floor nothing changes; a larger set needs fewer epochs for the same floor.
+    assert run(compose_cfg([*floor[:-1], "+trainer.min_train_steps=5"]), tmp_path / "above")["num_train_epochs"] == 2
+    batch16 = SimpleNamespace(per_device_train_batch_size=16, world_size=1, gradient_accumulation_steps=1)
+    assert epochs_for(750, 2000, batch16) == 6 and epochs_for(750, 3000, batch16) == 4

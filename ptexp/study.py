@@ -708,6 +708,69 @@ def summary_markdown(
     return "\n\n".join(lines)
 
 
+# -- the candidate recipe --------------------------------------------------------------------------------------------
+#: The levers a candidate recipe combines, in priority order (``a+b``: two levers' values compete as
+#: one, e.g. fixed epochs against 10 epochs with early stopping). Not the baselines (methods) nor
+#: the template lever, whose values differ between single-text and pair datasets.
+CHOOSE = ["lr", "epochs+patience", "trainable", "init", "head_lr", "prompt_length", "encoder", "schedule"]
+
+
+def _override(axis: str, value: Any) -> str | None:
+    """One chosen axis value as a ptexp-train override; None for the default (null)."""
+    canon = rp._canon(value)
+    if canon is None:
+        return None
+    text = rp.show(value)
+    if canon[0] == "str" and text.startswith("["):
+        import json
+
+        text = "[" + ",".join(str(v) for v in json.loads(text)) + "]"
+    # ++ sets a key whether the composed config has it or not (early_stopping_patience is added);
+    # a group choice (prompt_encoder=lstm) is a plain override.
+    return f"++{axis}={text}" if "." in axis else f"{axis}={text}"
+
+
+def chosen_overrides(
+    root: Path,
+    levers: Sequence[str] = CHOOSE,
+    datasets: Sequence[str] | None = None,
+    metric: str = "accuracy",
+    min_datasets: int = 4,
+) -> tuple[list[str], list[str]]:
+    """Each lever's value of best mean validation rank (``rank``), combined into one recipe as
+    ptexp-train overrides, and a line per lever saying why. A lever counts once it is ranked on
+    ``min_datasets`` datasets; a later lever touching a key an earlier one set is left out. The
+    axes come from each job's saved config, so a preset's fixed setting (study_patience's 10
+    epochs) is part of its value."""
+    datasets = list(datasets or known_datasets())
+    sweeps, _ = discover(root, datasets)
+    chosen: dict[str, str] = {}
+    notes: list[str] = []
+    for spec in levers:
+        parts = spec.split("+")
+        loaded = [load(s, metric) for s in sweeps if s.lever in parts]
+        axes, cells, _ = lever_cells(spec, loaded, metric) if loaded else ([], None, {})
+        if cells is None or cells.empty:
+            notes.append(f"{spec}: no finished job")
+            continue
+        ranking = rank(cells, metric, datasets)
+        ranked_on = int(ranking.n_ranked.max())
+        if ranked_on < min_datasets or len(ranking.chosen) != 1:
+            notes.append(f"{spec}: left out (ranked on {ranked_on} dataset(s), chosen: {len(ranking.chosen)})")
+            continue
+        best = ranking.chosen[0]
+        row = cells[cells["key"].map(lambda k, best=best: k == best)].iloc[0]
+        settings = {a: o for a in axes if (o := _override(a, row[a])) is not None}
+        ranks = ", ".join(f"{_label(cells, k)} {r:.2f}" for k, r in ranking.mean_rank.sort_values().items())
+        clash = sorted(set(settings) & set(chosen))
+        if clash:
+            notes.append(f"{spec}: {row['value']} not combined: {', '.join(clash)} set by an earlier lever")
+            continue
+        chosen.update(settings)
+        notes.append(f"{spec}: {row['value']} (mean validation rank over {ranked_on} datasets: {ranks})")
+    return list(chosen.values()), notes
+
+
 def _names(text: str | None) -> list[str] | None:
     return [t for t in text.split(",") if t] if text else None
 
@@ -729,7 +792,23 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated levers ranked together in compare.md, one row per recipe (e.g. candidate sweeps "
         "study_<name>_<dataset> against baselines)",
     )
+    parser.add_argument(
+        "--choose",
+        nargs="?",
+        const=",".join(CHOOSE),
+        help="print the candidate recipe instead of writing tables: each lever's value of best mean rank, "
+        "combined, as ptexp-train overrides on one line (why, on stderr); levers in priority order "
+        f"(default: {','.join(CHOOSE)})",
+    )
+    parser.add_argument("--min-datasets", type=int, default=4, help="--choose: datasets a lever must be ranked on")
     args = parser.parse_args(argv)
+    if args.choose is not None:
+        overrides, notes = chosen_overrides(
+            args.root, _names(args.choose) or CHOOSE, _names(args.datasets), args.metric, args.min_datasets
+        )
+        print("\n".join(notes), file=sys.stderr)
+        print(" ".join(overrides))
+        return 0
     result = study_report(
         args.root, _names(args.datasets), _names(args.levers), args.metric, args.out, _names(args.compare)
     )

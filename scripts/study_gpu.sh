@@ -9,11 +9,11 @@
 # most important first, so a deadline cuts the least important. Every job keeps the default
 # recipe's batch size and precision (fp32): the study measures the CPU recipe, only faster.
 # Phase 1 (two thirds of the deadline, or STUDY_PHASE1 s) runs the levers; phase 2 combines each
-# lever's value of best mean validation rank (scripts/study_choose.py) into one candidate recipe
+# lever's value of best mean validation rank (ptexp-study --choose) into one candidate recipe
 # and runs it with 3 seeds on every dataset (sweeps study_candidate_<dataset>).
 # At each deadline every lane is stopped; unfinished jobs stay resumable. The run folders, less
 # weights and checkpoints, go to $OUT/study.tgz (or outputs/study-gpu/), with the lanes' logs,
-# GPU utilisation sampled every 2 s and a progress count; scripts/study_table.py (or
+# GPU utilisation sampled every 2 s and a progress count; `ptexp-study <root>` (and
 # `ptexp-report` on each sweep folder) turns them into tables on any machine.
 # STUDY_EXTRA="dataset.max_train_samples=32 ..." adds overrides to every job (a CPU rehearsal).
 set -uo pipefail
@@ -75,9 +75,9 @@ lever_lanes() {
 lever_lanes
 wait_lanes "$phase1"
 
-# Phase 2: every lever at its best mean validation rank, combined (scripts/study_choose.py),
+# Phase 2: every lever at its best mean validation rank, combined (ptexp-study --choose),
 # 3 seeds on every dataset: the candidate default recipe, against full fine-tuning's baselines.
-chosen=$(python3 scripts/study_choose.py "$root" --min-datasets "${STUDY_MIN_DATASETS:-4}" 2> "$out/choice.txt")
+chosen=$(python3 -m ptexp.study "$root" --choose --min-datasets "${STUDY_MIN_DATASETS:-4}" 2> "$out/choice.txt")
 echo "candidate: $chosen" >> "$out/choice.txt"
 read -r -a chosen_args <<< "$chosen"
 if (( ${#chosen_args[@]} > 0 )); then

@@ -216,3 +216,27 @@ def test_recipes_compared_across_levers(tiny_study, tmp_path) -> None:
     markdown = (tmp_path / "compare.md").read_text()
     assert "No sweep of absent" in markdown and "not eligible to be chosen" in markdown
     assert (tmp_path / "compare.png").is_file() and not (tmp_path / "baselines.md").exists()
+
+
+@pytest.mark.slow  # reads the tiny study's sweeps
+def test_choose_prints_the_value_of_best_validation_rank_as_an_override(tiny_study) -> None:
+    """The candidate recipe: the learning rate of best mean VALIDATION rank over both datasets, as
+    an override ptexp-train takes; a lever ranked on too few datasets, or never run, is left out."""
+    runs = {d: recomputed(tiny_study, d) for d in DATASETS}
+    by_val = {d: mean_ranks(runs[d], "validation") for d in DATASETS}
+    mean_rank = {lr: statistics.mean(by_val[d][lr] for d in DATASETS) for lr in map(float, LRS)}
+    best = min(mean_rank, key=mean_rank.get)
+    if list(mean_rank.values()).count(mean_rank[best]) > 1:
+        pytest.skip("the two rates tie on mean rank in this draw; the tie rule is tested above")
+    overrides, notes = study.chosen_overrides(tiny_study, ["lr", "init"], DATASETS, min_datasets=2)
+    assert overrides == [f"++trainer.learning_rate={best:g}"]
+    assert notes[0].startswith("lr: ") and notes[1] == "init: no finished job"
+    assert study.chosen_overrides(tiny_study, ["lr"], DATASETS, min_datasets=3)[0] == []
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptexp.study", str(tiny_study), "--datasets", ",".join(DATASETS), "--choose", "lr"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [] and "left out (ranked on 2 dataset(s)" in proc.stderr  # default: 4 datasets

@@ -802,10 +802,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--min-datasets", type=int, default=4, help="--choose: datasets a lever must be ranked on")
     args = parser.parse_args(argv)
+    datasets = _names(args.datasets) or known_datasets()
+    no_sweeps = (
+        f"ptexp-study: no study sweeps in {args.root / 'multiruns'} (folders named {PREFIX}<lever>_<dataset>, "
+        f"datasets: {', '.join(datasets)})."
+    )
     if args.choose is not None:
-        overrides, notes = chosen_overrides(
-            args.root, _names(args.choose) or CHOOSE, _names(args.datasets), args.metric, args.min_datasets
-        )
+        if args.min_datasets < 1:
+            parser.error(f"--min-datasets={args.min_datasets}: a lever must be ranked on at least 1 dataset")
+        levers = _names(args.choose) or CHOOSE
+        sweeps, _ = discover(args.root, datasets)
+        if not sweeps:
+            # A mistyped root would otherwise print an empty recipe and succeed.
+            print(no_sweeps, file=sys.stderr)
+            return 2
+        known = {s.lever for s in sweeps} | set(planned_levers()) | {p for spec in CHOOSE for p in spec.split("+")}
+        unknown = sorted({p for spec in levers for p in spec.split("+")} - known)
+        if unknown:
+            print(
+                f"ptexp-study: --choose {','.join(unknown)}: no such lever under {args.root / 'multiruns'} nor in "
+                f"scripts/study.sh; levers: {', '.join(sorted(known))} (a+b: two levers' values compete as one).",
+                file=sys.stderr,
+            )
+            return 2
+        overrides, notes = chosen_overrides(args.root, levers, datasets, args.metric, args.min_datasets)
         print("\n".join(notes), file=sys.stderr)
         print(" ".join(overrides))
         return 0
@@ -813,11 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         args.root, _names(args.datasets), _names(args.levers), args.metric, args.out, _names(args.compare)
     )
     if not result["sweeps"]:
-        print(
-            f"ptexp-study: no study sweeps in {args.root / 'multiruns'} (folders named {PREFIX}<lever>_<dataset>, "
-            f"datasets: {', '.join(_names(args.datasets) or known_datasets())}).",
-            file=sys.stderr,
-        )
+        print(no_sweeps, file=sys.stderr)
         return 2
     print(result["summary"])
     for name, paths in result["files"].items():

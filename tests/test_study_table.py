@@ -240,3 +240,28 @@ def test_choose_prints_the_value_of_best_validation_rank_as_an_override(tiny_stu
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [] and "left out (ranked on 2 dataset(s)" in proc.stderr  # default: 4 datasets
+
+
+def test_choose_refuses_a_root_without_sweeps_and_an_unknown_lever(tmp_path) -> None:
+    """A mistyped root or lever would otherwise print an empty recipe and exit 0, which
+    study_gpu.sh reads as 'nothing finished yet'."""
+
+    def choose(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ptexp.study", *args],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=120,
+        )
+
+    empty = choose(str(tmp_path / "nowhere"), "--choose")
+    assert empty.returncode == 2 and "no study sweeps" in empty.stderr and empty.stdout == ""
+    (tmp_path / "multiruns" / "study_lr_sms_spam").mkdir(parents=True)
+    typo = choose(str(tmp_path), "--choose", "lr,epochs+patiense")
+    assert typo.returncode == 2 and "--choose patiense: no such lever" in typo.stderr and typo.stdout == ""
+    assert "patience" in typo.stderr  # the valid levers are listed
+    known = choose(str(tmp_path), "--choose", "lr,init")
+    assert known.returncode == 0, known.stderr
+    assert known.stdout.strip() == "" and "init: no finished job" in known.stderr
+    assert choose(str(tmp_path), "--choose", "--min-datasets", "0").returncode == 2

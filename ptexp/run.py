@@ -166,8 +166,9 @@ def fit(built: Built) -> Fitted:
     callbacks = [StopOnNonFiniteLoss(), CheckpointOnSignal(), LogMetrics()]
     _reach_min_steps(args, cfg.trainer.get("min_train_steps"), len(built.tokenized["train"]))
     patience = cfg.trainer.get("early_stopping_patience")  # validated in prepare
-    if patience is not None:
-        callbacks.append(EarlyStopping(int(patience)))
+    stopping = EarlyStopping(int(patience)) if patience is not None else None
+    if stopping is not None:
+        callbacks.append(stopping)
     trainer = task.trainer_class()(
         model=built.model,
         args=args,
@@ -182,9 +183,13 @@ def fit(built: Built) -> Fitted:
         **task.trainer_kwargs(built.tokenizer, label_names, prepared.cfg),
     )
     last = last_complete_checkpoint(args.output_dir)
-    if last:
-        log.info("resuming from %s", last)
-    train_out = trainer.train(resume_from_checkpoint=last)
+    if last and stopping is not None and stopping.stopped_at(args, last):
+        log.info("resuming from %s, where early stopping had ended training", last)
+        train_out = trainer.resume_finished(last)
+    else:
+        if last:
+            log.info("resuming from %s", last)
+        train_out = trainer.train(resume_from_checkpoint=last)
     best_checkpoint = None
     if restores_best_epoch(prepared.cfg.trainer):  # validated once, in prepare
         best_checkpoint = trainer.restore_best()

@@ -119,6 +119,19 @@ class ResumableTrainerMixin:
         output.metrics["train_runtime"] = self._runtime_before_resume + output.metrics.get("train_runtime", 0.0)
         return type(output)(output.global_step, loss, output.metrics)
 
+    def resume_finished(self, checkpoint: str) -> Any:
+        """``train(resume_from_checkpoint=checkpoint)``'s output for a checkpoint where training
+        had already ended, without a step: its state, weights and loss, as the run that saved it
+        would have returned them (its samples per second are not kept in a checkpoint)."""
+        from transformers.trainer_callback import TrainerState
+        from transformers.trainer_utils import TrainOutput
+
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        self._load_from_checkpoint(checkpoint)
+        loss = self._loss_before_resume / max(self.state.global_step, 1)
+        metrics = {"train_runtime": self._runtime_before_resume, "train_loss": loss, "epoch": self.state.epoch}
+        return TrainOutput(self.state.global_step, loss, metrics)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # A checkpoint's weights are its trainable tensors, once: the Trainer's own save would
         # add a peft adapter (useless for resuming, peft#1247) or, for full fine-tuning, a
@@ -183,20 +196,35 @@ class EarlyStopping(TrainerCallback):
     def __init__(self, patience: int) -> None:
         self.patience = patience
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+    def stale(self, args: Any, log_history: list[dict[str, Any]]) -> tuple[int, str, float, int] | None:
+        """(evaluations without improvement, metric, best value, best evaluation's number) once
+        they reach the patience; None while training should go on."""
         key = args.metric_for_best_model
         key = key if key.startswith("eval_") else f"eval_{key}"
-        values = [h[key] for h in state.log_history if key in h]  # this evaluation is logged already
+        values = [h[key] for h in log_history if key in h]
         if not values:
-            return
+            return None
         best = values.index(max(values) if args.greater_is_better else min(values))
-        if len(values) - 1 - best >= self.patience:
+        waited = len(values) - 1 - best
+        return (waited, key.removeprefix("eval_"), values[best], best + 1) if waited >= self.patience else None
+
+    def stopped_at(self, args: Any, checkpoint: str) -> bool:
+        """Whether training had stopped at ``checkpoint``: the Trainer resets should_training_stop
+        when it resumes, so a restart from the stopping epoch's checkpoint would train on past it."""
+        from transformers.trainer_callback import TrainerState
+
+        state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        return self.stale(args, state.log_history) is not None
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+        stale = self.stale(args, state.log_history)  # this evaluation is logged already
+        if stale is not None:
             log.info(
                 "early stopping: validation %s has not improved for %d evaluations (best %.4g, evaluation %d)",
-                key.removeprefix("eval_"),
-                len(values) - 1 - best,
-                values[best],
-                best + 1,
+                stale[1],
+                stale[0],
+                stale[2],
+                stale[3],
             )
             control.should_training_stop = True
 

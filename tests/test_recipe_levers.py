@@ -389,3 +389,36 @@ def test_min_train_steps_raises_the_epochs_of_a_small_training_set(tiny_bert, tw
     assert run(compose_cfg([*floor[:-1], "+trainer.min_train_steps=5"]), tmp_path / "above")["num_train_epochs"] == 2
     batch16 = SimpleNamespace(per_device_train_batch_size=16, world_size=1, gradient_accumulation_steps=1)
     assert epochs_for(750, 2000, batch16) == 6 and epochs_for(750, 3000, batch16) == 4
+
+
+@pytest.mark.slow  # trains a tiny model end to end, twice
+def test_a_run_killed_after_it_stopped_early_resumes_to_the_same_end(tiny_bert, tweet_files, tmp_path) -> None:
+    """Killed after training stopped early but before metrics.json (while testing): the restart
+    resumes from the stopping epoch's checkpoint and must not train on past it."""
+    overrides = _overrides(
+        tiny_bert,
+        tweet_files,
+        tmp_path,
+        "trainer.num_train_epochs=8",
+        "+trainer.early_stopping_patience=1",
+        "trainer.metric_for_best_model=loss",
+        "trainer.greater_is_better=true",
+        "trainer.per_device_eval_batch_size=256",
+        "trainer.save_total_limit=2",  # trainer=default's: the best and the last checkpoint stay
+    )
+    whole = run(compose_cfg(overrides), tmp_path / "whole")
+    assert len(whole["history"]) < 8
+
+    def killed(fitted) -> None:
+        last = max(int(p.name.split("-")[1]) for p in (tmp_path / "resumed" / "checkpoints").glob("checkpoint-*"))
+        assert last == whole["history"][-1]["step"]  # the restart resumes from the stopping epoch
+        raise KeyboardInterrupt("killed while testing")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(compose_cfg(overrides), tmp_path / "resumed", hooks=Hooks(fitted=killed))
+    resumed = run(compose_cfg(overrides), tmp_path / "resumed")
+    assert [h["step"] for h in resumed["history"]] == [h["step"] for h in whole["history"]]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    for key in ("accuracy", "loss"):
+        assert resumed["test"][key] == pytest.approx(whole["test"][key], abs=1e-6)

@@ -422,3 +422,20 @@ def test_a_run_killed_after_it_stopped_early_resumes_to_the_same_end(tiny_bert, 
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
     for key in ("accuracy", "loss"):
         assert resumed["test"][key] == pytest.approx(whole["test"][key], abs=1e-6)
+
+
+@pytest.mark.parametrize("sweep", ["study_epochs", "study_patience"])
+def test_the_budget_levers_switch_the_step_floor_off(sweep) -> None:
+    """With trainer=default's floor the 3-epoch cell of study_epochs trained 6 epochs on the study's
+    2,000 examples, and a re-launch refused every job that finished before the floor existed."""
+    from omegaconf import open_dict
+
+    from ptexp.sweep import effective_key
+
+    assert compose_cfg([]).trainer.min_train_steps == 750
+    cfg = compose_cfg([f"+sweep={sweep}", "trainer.num_train_epochs=3"])
+    assert cfg.trainer.min_train_steps is None
+    before_the_floor = compose_cfg([f"+sweep={sweep}", "trainer.num_train_epochs=3"])
+    with open_dict(before_the_floor):
+        del before_the_floor.trainer["min_train_steps"]
+    assert effective_key(cfg) == effective_key(before_the_floor)

@@ -439,3 +439,18 @@ def test_the_budget_levers_switch_the_step_floor_off(sweep) -> None:
     with open_dict(before_the_floor):
         del before_the_floor.trainer["min_train_steps"]
     assert effective_key(cfg) == effective_key(before_the_floor)
+
+
+def test_a_head_learning_rate_where_only_the_prompt_encoder_trains_warns(
+    tiny_gpt2, tiny_bert, tweet_files, tmp_path
+) -> None:
+    """CAUSAL_LM P-tuning has no task head: with no extra modules the key would change nothing."""
+    from ptexp.validate import check_run
+    from tests.test_task_causal_lm import lm_overrides
+
+    lm = [*lm_overrides(tiny_gpt2, tweet_files, tmp_path), "logger=none", "method.head_learning_rate=0.1"]
+    warnings = check_run(compose_cfg(lm))[1]
+    assert any("method.head_learning_rate=0.1 has no effect: dataset.task=CAUSAL_LM" in w for w in warnings)
+    with_extra = check_run(compose_cfg([*lm, "model.extra_trainable_modules=[ln_f]"]))[1]
+    seq_cls = check_run(compose_cfg(_overrides(tiny_bert, tweet_files, tmp_path, "method.head_learning_rate=0.1")))[1]
+    assert not any("head_learning_rate" in w for w in with_extra + seq_cls)

@@ -15,6 +15,7 @@ from ptexp.methods.base import PeftMethod, extra_modules
 
 REPARAMETERIZATIONS = ("MLP", "LSTM")
 TOKEN_INITS = ("random", "vocab")
+HEADLESS_TASKS = ("CAUSAL_LM", "SEQ_2_SEQ_LM")
 TOKEN_INIT_HELP = (
     "the prompt encoder's input embeddings: random (peft's default) or vocab (word embeddings of "
     "non-special vocabulary tokens sampled with the run's seed)"
@@ -44,6 +45,18 @@ def check_recipe(options: Any) -> None:
         raise ConfigError(
             f"method.head_learning_rate={lr} must be a positive number, or null for trainer.learning_rate."
         )
+
+
+def recipe_warnings(options: Any, cfg: DictConfig) -> list[str]:
+    """A head learning rate where only the prompt encoder trains (no head: peft adds one to
+    modules_to_save for SEQ_CLS and TOKEN_CLS only) would otherwise be dropped without a word."""
+    task = str(cfg.dataset.get("task", "SEQ_CLS"))
+    if options.head_learning_rate is None or task not in HEADLESS_TASKS or extra_modules(cfg):
+        return []
+    return [
+        f"method.head_learning_rate={options.head_learning_rate} has no effect: dataset.task={task} has no task "
+        "head and model.extra_trainable_modules is empty, so only the prompt encoder trains (at trainer.learning_rate)."
+    ]
 
 
 def normalise_recipe(method: dict[str, Any]) -> None:
@@ -148,8 +161,9 @@ class PTuning(PeftMethod):
     report_axes = ("prompt_encoder.num_virtual_tokens", "prompt_encoder.encoder_hidden_size")
 
     def check(self, cfg: DictConfig) -> list[str]:
-        check_recipe(self.options(cfg))
-        return check_prompt_encoder(cfg.prompt_encoder)
+        options = self.options(cfg)
+        check_recipe(options)
+        return check_prompt_encoder(cfg.prompt_encoder) + recipe_warnings(options, cfg)
 
     def virtual_tokens(self, cfg: DictConfig) -> int:
         return int(cfg.prompt_encoder.num_virtual_tokens)

@@ -31,6 +31,7 @@ from ptexp.methods.p_tuning import (
     normalise_encoder,
     normalise_recipe,
     prompt_encoder_config,
+    recipe_warnings,
 )
 from ptexp.outputs import write_json
 
@@ -299,7 +300,8 @@ class PTuningTemplate(Method):
     report_axes = ("method.template", "prompt_encoder.encoder_hidden_size")
 
     def check(self, cfg: DictConfig) -> list[str]:
-        check_recipe(self.options(cfg))
+        options = self.options(cfg)
+        check_recipe(options)
         template = template_of(cfg)
         pair_column = cfg.dataset.get("text_pair_column")
         if "text_pair" in template.slots and not pair_column:
@@ -323,7 +325,7 @@ class PTuningTemplate(Method):
                 f"prompt_encoder.num_virtual_tokens={given} has no effect with method=p_tuning_template: "
                 f"method.template='{template}' places {template.num_prompts} prompts."
             )
-        return warnings
+        return warnings + recipe_warnings(options, cfg)
 
     def tokens_text(self, cfg: DictConfig) -> str:
         return f"the {self.virtual_tokens(cfg)} prompt and anchor tokens of method.template='{cfg.method.template}'"

@@ -237,10 +237,18 @@ def check_overrides(arguments: list[str]) -> None:
                 continue  # several methods swept: each checks its own keys when its job runs
             schema, name, where = method_schema(chosen), rest.split(".")[0], f"method={chosen}"
             fields = _fields(schema)
-        elif head == "trainer" and rest and override.type.name == "CHANGE":
+        elif head == "trainer" and rest and override.type.name in ("CHANGE", "ADD"):
             if not any(o.key_or_group in ("experiment", "hparams_search") for o in parsed):
                 # (a preset may pick its own trainer options: only Hydra knows them then)
-                _check_trainer_key(rest.split(".")[0], _chosen_trainer(parsed))
+                name, preset = rest.split(".")[0], _chosen_trainer(parsed)
+                if override.type.name == "CHANGE":
+                    _check_trainer_key(name, preset)
+                elif name in _preset_keys("trainer", preset):
+                    # Hydra's own message for this ends in a traceback hint and exit 1.
+                    raise ConfigError(
+                        f"+trainer.{name}: trainer={preset} sets trainer.{name} already, and a '+' only adds a "
+                        f"key that is not there: drop the '+', trainer.{name}=..."
+                    )
             continue
         elif head == "trainer" or head not in GROUP_SCHEMAS and rest:
             continue  # trainer is open: its keys are checked against TrainingArguments later
@@ -293,7 +301,12 @@ def help_page() -> str:
     lines += [f"  {k:{width}s}  {f.metadata.get('help', '')}" for k, f in keys]
     from ptexp.validate import PTEXP_TRAINER_KEYS
 
-    lines += [f"  {'+trainer.' + k:{width}s}  {h} (ptexp's own)" for k, h in PTEXP_TRAINER_KEYS.items()]
+    # A '+' only where trainer=default lacks the key: Hydra refuses to append a key that is there.
+    default = _preset_keys("trainer", "default")
+    lines += [
+        f"  {('' if k in default else '+') + 'trainer.' + k:{width}s}  {h} (ptexp's own)"
+        for k, h in PTEXP_TRAINER_KEYS.items()
+    ]
     from ptexp.methods import all_methods
 
     lines += ["", "Method keys (method=<name> picks a method; its keys are method.<key>):"]

@@ -52,6 +52,8 @@ def test_bad_input_exits_nonzero_with_short_message(tmp_path, override, needles)
         ("sed=3", "closest: seed", "Traceback"),
         ("trainer.learnin_rate=1e-3", "closest valid fields: learning_rate", "HYDRA_FULL_ERROR"),
         ("trainer.label_smoothing_factor=0.1", "+trainer.label_smoothing_factor=", "HYDRA_FULL_ERROR"),
+        # trainer=default sets it (the help page once said +trainer.min_train_steps):
+        ("+trainer.min_train_steps=100", "drop the '+', trainer.min_train_steps=", "HYDRA_FULL_ERROR"),
     ],
 )
 def test_hydra_level_mistakes_exit_2_with_the_closest_name(tmp_path, override, closest, not_in) -> None:

@@ -368,7 +368,11 @@ def test_the_command_line_names_the_plus_for_early_stopping() -> None:
     with pytest.raises(ConfigError, match=r"\+trainer\.early_stopping_patience="):
         check_overrides(["trainer.early_stopping_patience=2"])
     check_overrides(["+trainer.early_stopping_patience=2", "method.token_init=vocab", "method.head_learning_rate=0.1"])
-    assert "+trainer.early_stopping_patience" in help_page()
+    page = help_page()
+    assert "+trainer.early_stopping_patience" in page
+    # trainer=default sets the floor: Hydra refuses a '+' for it.
+    assert "  trainer.min_train_steps" in page and "+trainer.min_train_steps" not in page
+    check_overrides(["trainer=smoke", "+trainer.min_train_steps=100"])
 
 
 # -- the step floor ----------------------------------------------------------------------------------

@@ -351,6 +351,9 @@ def test_fusion_groups_jobs_that_differ_only_in_the_levers() -> None:
     assert fusion_key(experiment({"token_init": "vocab", "head_learning_rate": 0.1}, {})) == plain
     assert fusion_key(experiment({}, {"early_stopping_patience": 2})) == plain
     assert fusion_key(experiment({}, {"num_train_epochs": 2})) != plain
+    # The step floor raises each job's epochs from its own training set: jobs of one group share
+    # the set, so they share the floor's epochs only if they share the floor.
+    assert fusion_key(experiment({}, {"min_train_steps": 750})) != plain
 
 
 def test_fusion_refuses_layernorms_inside_the_shared_backbone(tiny_bert, tweet_files, tmp_path) -> None:

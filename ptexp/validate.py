@@ -61,18 +61,10 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     )
     fields = _training_fields()
     for key, value in args.items():
-        if key == "early_stopping_patience":
+        if key in PTEXP_TRAINER_KEYS:  # each a count: a positive integer, or null for off
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(
-                    f"trainer.early_stopping_patience={value!r} must be a positive integer (evaluations without "
-                    "improvement of the selection metric before training stops), or null for no early stopping."
-                )
-            continue
-        if key == "min_train_steps":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(
-                    f"trainer.min_train_steps={value!r} must be a positive integer (the fewest optimizer steps a "
-                    "run trains: num_train_epochs is raised to reach it), or null to train num_train_epochs."
+                    f"trainer.{key}={value!r} must be a positive integer or null; it means: {PTEXP_TRAINER_KEYS[key]}."
                 )
             continue
         if key in RESERVED_TRAINER_KEYS:

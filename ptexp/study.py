@@ -761,6 +761,10 @@ def chosen_overrides(
         best = ranking.chosen[0]
         row = cells[cells["key"].map(lambda k, best=best: k == best)].iloc[0]
         settings = {a: o for a in axes if (o := _override(a, row[a])) is not None}
+        if "trainer.num_train_epochs" in settings and "trainer.min_train_steps" not in axes:
+            # The budget levers measured exact epoch counts (their presets switch the floor off);
+            # under trainer=default's step floor a chosen 3 would silently train 6.
+            settings["trainer.min_train_steps"] = "++trainer.min_train_steps=null"
         ranks = ", ".join(f"{_label(cells, k)} {r:.2f}" for k, r in ranking.mean_rank.sort_values().items())
         clash = sorted(set(settings) & set(chosen))
         if clash:

@@ -376,6 +376,8 @@ def ptexp_overrides(
         f"dataset.max_test_samples={test}",
         f"dataset.max_length={max_length or s.max_length}",
         f"trainer.num_train_epochs={epochs}",
+        # The script trains exactly these epochs: no step floor, the same work.
+        "trainer.min_train_steps=null",
         f"trainer.learning_rate={s.lr}",
         f"trainer.per_device_train_batch_size={s.batch}",
         f"trainer.per_device_eval_batch_size={s.eval_batch}",

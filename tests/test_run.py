@@ -201,6 +201,7 @@ def test_embedded_default_on_a_small_slice_learns(tmp_path) -> None:
             "dataset.max_eval_samples=200",
             "dataset.max_test_samples=300",
             "trainer.num_train_epochs=2",
+            "trainer.min_train_steps=null",  # 2 epochs, not the 25 the step floor makes of 480 rows
             "logger=none",
             f"paths.root={tmp_path}",
         ]

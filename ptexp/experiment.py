@@ -53,9 +53,11 @@ def with_selection_defaults(data: dict[str, Any]) -> dict[str, Any]:
     trainer group leaves them null (the task's default): a run that names the default metric
     and one that leaves it to the task are the same experiment (and runs from before the
     presets left it null compare equal to today's)."""
+    from ptexp.validate import PTEXP_TRAINER_KEYS
+
     trainer = data.get("trainer")
     if isinstance(trainer, dict):
-        for key in ("early_stopping_patience", "min_train_steps"):
+        for key in PTEXP_TRAINER_KEYS:
             if key in trainer and trainer[key] is None:
                 trainer.pop(key)  # null switches it off, as leaving it out does
         metric = selection_metric(data)
